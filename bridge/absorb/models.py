@@ -1,0 +1,305 @@
+"""Typed models of Absorb's enrollment resources, tolerant of what Absorb really sends.
+
+Fields mirror Absorb's camelCase names by alias and are snake_case in code. Unknown
+fields are kept (`extra="allow"`), every field may be null, timestamps may lack a
+zone or carry seven fractional digits, and `timeSpent` is a .NET TimeSpan string.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import IntEnum
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+from bridge.absorb import timefmt
+
+
+class Status(IntEnum):
+    """Enrollment status, with Absorb's own names."""
+
+    NotStarted = 0
+    InProgress = 1
+    PendingApproval = 2
+    Complete = 3
+    NotComplete = 4
+    Failed = 5
+    Declined = 6
+    PendingEvaluationRequired = 7
+    OnWaitlist = 8
+    Absent = 9
+    NotApplicable = 10
+    PendingProctor = 11
+    ReadyForReview = 12
+
+
+class AttemptStatus(IntEnum):
+    """The statuses an attempt can have."""
+
+    InProgress = 1
+    Complete = 3
+    Failed = 5
+
+
+def _to_datetime(value: Any) -> Any:
+    return timefmt.parse_datetime(value) if isinstance(value, str) else value
+
+
+def _to_timespan(value: Any) -> Any:
+    return timefmt.parse_timespan(value) if isinstance(value, str) else value
+
+
+AbsorbDateTime = Annotated[
+    datetime,
+    BeforeValidator(_to_datetime),
+    PlainSerializer(timefmt.format_datetime, return_type=str, when_used="json"),
+]
+TimeSpan = Annotated[
+    timedelta,
+    BeforeValidator(_to_timespan),
+    PlainSerializer(timefmt.format_timespan, return_type=str, when_used="json"),
+]
+
+
+class AbsorbModel(BaseModel):
+    """Base of every Absorb body: camelCase aliases, unknown fields kept."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True
+    )
+
+    def to_absorb(self) -> dict[str, Any]:
+        """The body as Absorb spells it (camelCase, unset fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class CourseEnrollment(AbsorbModel):
+    """A course enrollment (Absorb's UserCourseEnrollmentResource and CourseEnrollmentResource)."""
+
+    id: str
+    course_id: str | None = None
+    course_name: str | None = None
+    progress: float | None = None
+    score: float | None = None
+    status: Status | None = None
+    date_completed: AbsorbDateTime | None = None
+    date_expires: AbsorbDateTime | None = None
+    date_edited: AbsorbDateTime | None = None
+    date_added: AbsorbDateTime | None = None
+    full_name: str | None = None
+    course_version_id: str | None = None
+    user_id: str | None = None
+    accepted_terms_and_conditions: bool | None = None
+    time_spent_ticks: int | None = None
+    time_spent: TimeSpan | None = None
+    date_started: AbsorbDateTime | None = None
+    enrollment_key_id: str | None = None
+    certificate_id: str | None = None
+    credits: float | None = None
+    is_active: bool | None = None
+    date_due: AbsorbDateTime | None = None
+    access_date: AbsorbDateTime | None = None
+    job_title: str | None = None
+    course_collection_id: str | None = None
+    avatar: str | None = None
+
+
+class CourseEnrollmentUpdate(AbsorbModel):
+    """Body of "Create or update course enrollment".
+
+    Absorb applies only Status, DateCompleted, DateExpires, CourseVersionId,
+    AcceptedTermsAndConditions, EnrollmentKeyId, Credits and Score; the other
+    fields are accepted and ignored.
+    """
+
+    course_id: str
+    id: str | None = None
+    course_name: str | None = None
+    progress: float | None = None
+    score: float | None = None
+    status: Status | None = None
+    date_completed: AbsorbDateTime | None = None
+    date_expires: AbsorbDateTime | None = None
+    full_name: str | None = None
+    job_title: str | None = None
+    course_version_id: str | None = None
+    user_id: str | None = None
+    accepted_terms_and_conditions: bool | None = None
+    date_started: AbsorbDateTime | None = None
+    enrollment_key_id: str | None = None
+    certificate_id: str | None = None
+    credits: float | None = None
+    is_active: bool | None = None
+    course_collection_id: str | None = None
+    access_date: AbsorbDateTime | None = None
+    date_due: AbsorbDateTime | None = None
+    avatar: str | None = None
+    credit_type_credits: list[dict[str, Any]] | None = None
+
+
+class ActivityEnrollment(AbsorbModel):
+    """Fields every activity enrollment (lesson, chapter, session) shares."""
+
+    id: str
+    course_enrollment_id: str | None = None
+    name: str | None = None
+    user_id: str | None = None
+    full_name: str | None = None
+    status: Status | None = None
+    progress: float | None = None
+    score: float | None = None
+    time_spent: TimeSpan | None = None
+    date_enrolled: AbsorbDateTime | None = None
+    date_started: AbsorbDateTime | None = None
+    date_completed: AbsorbDateTime | None = None
+
+
+class LessonEnrollment(ActivityEnrollment):
+    """A learner's enrollment in one lesson of a course."""
+
+    chapter_enrollment_id: str | None = None
+    type: str | None = None
+    attempts: int | None = None
+    failures: int | None = None
+    last_attempt: AbsorbDateTime | None = None
+    chapter_id: str | None = None
+    lesson_id: str | None = None
+    date_edited: AbsorbDateTime | None = None
+    date_added: AbsorbDateTime | None = None
+
+
+class ChapterEnrollment(ActivityEnrollment):
+    """A learner's enrollment in one chapter of a course (the page shows no `dateEdited`)."""
+
+    chapter_id: str | None = None
+    session_id: str | None = None
+    lesson_id: str | None = None
+    lesson_enrollment_ids: list[str] | None = None
+    date_edited: AbsorbDateTime | None = None
+
+
+class SessionEnrollment(ActivityEnrollment):
+    """A learner's enrollment in one session of an instructor-led course."""
+
+    session_id: str | None = None
+    date_edited: AbsorbDateTime | None = None
+
+
+class Attempt(AbsorbModel):
+    """One attempt at a lesson."""
+
+    id: str
+    time_spent_ticks: int | None = None
+    status: AttemptStatus | None = None
+    score: float | None = None
+    start_date: AbsorbDateTime | None = None
+    completion_date: AbsorbDateTime | None = None
+
+
+class FinishAttempt(AbsorbModel):
+    """Body of both "Finish attempt" operations."""
+
+    status: AttemptStatus
+    score: float | None = None
+    start_date: AbsorbDateTime | None = None
+    completion_date: AbsorbDateTime | None = None
+
+
+class EnrollmentCreated(AbsorbModel):
+    """Reply of the operations that create (or create-or-update) a course enrollment."""
+
+    enrollment_id: str
+    course_id: str | None = None
+    user_id: str | None = None
+
+
+class IlcEnrollmentCreated(AbsorbModel):
+    """Reply of "Create ILC enrollment for user"."""
+
+    user_id: str | None = None
+    course_id: str | None = None
+    session_id: str | None = None
+    enrollment_id: str | None = None
+    session_enrollment_id: str | None = None
+
+
+class AttemptStarted(AbsorbModel):
+    """Reply of "Start attempt for active lesson enrollment"."""
+
+    attempt_id: str
+    course_id: str | None = None
+    user_id: str | None = None
+
+
+class AttemptFinished(AbsorbModel):
+    """Reply of both "Finish attempt" operations."""
+
+    attempt_id: str
+
+
+class ApiResult(AbsorbModel):
+    """Absorb's generic result body (validations, code, message), as un-enroll returns it."""
+
+    validations: list[Any] | None = None
+    code: int | None = None
+    message: str | None = None
+    term: str | None = None
+    meta: dict[str, Any] | None = Field(default=None, alias="_meta")
+
+
+class Course(AbsorbModel):
+    """A course, as `GET /courses` lists it (only the fields the bridge relies on are typed)."""
+
+    id: str
+    name: str | None = None
+    course_type: str | None = None
+    date_edited: AbsorbDateTime | None = None
+
+
+ItemT = TypeVar("ItemT", bound=AbsorbModel)
+
+
+class Page(AbsorbModel, Generic[ItemT]):
+    """One page of a wrapped collection; `items_key` is where Absorb puts the array."""
+
+    items_key: ClassVar[str]
+    total_items: int
+    returned_items: int
+    limit: int
+    offset: int
+
+    @property
+    def items(self) -> list[ItemT]:
+        """The records of this page."""
+        items: list[ItemT] = getattr(self, self.items_key)
+        return items
+
+
+class CourseEnrollmentPage(Page[CourseEnrollment]):
+    """A page of course enrollments."""
+
+    items_key: ClassVar[str] = "enrollments"
+    enrollments: list[CourseEnrollment]
+
+
+class SessionEnrollmentPage(Page[SessionEnrollment]):
+    """A page of an ILC session's enrollments."""
+
+    items_key: ClassVar[str] = "enrollments"
+    enrollments: list[SessionEnrollment]
+
+
+class LessonEnrollmentPage(Page[LessonEnrollment]):
+    """A page of a lesson's enrollments."""
+
+    items_key: ClassVar[str] = "lesson_enrollments"
+    lesson_enrollments: list[LessonEnrollment]
+
+
+class CoursePage(Page[Course]):
+    """A page of courses."""
+
+    items_key: ClassVar[str] = "courses"
+    courses: list[Course]

@@ -1,0 +1,136 @@
+"""The `absorb-bridge` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from bridge import __version__, logs
+from bridge.durations import parse_duration
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="absorb-bridge",
+        description="Change detection for Absorb LMS enrollments, delivered as CloudEvents.",
+    )
+    parser.add_argument("--version", action="version", version=f"absorb-bridge {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("simulate", help="serve a simulated Absorb tenant over HTTP")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8089)
+    sim.add_argument("--api-key", required=True, help="the tenant's private API key")
+    sim.add_argument("--username", required=True, help="the admin user's name")
+    sim.add_argument("--password", required=True, help="the admin user's password")
+    sim.add_argument("--users", type=int, default=200)
+    sim.add_argument("--courses", type=int, default=20)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--chapters-per-course", type=int, default=2)
+    sim.add_argument("--lessons-per-chapter", type=int, default=2)
+    sim.add_argument("--sessions-per-ilc", type=int, default=2)
+    sim.add_argument("--enrollment-ratio", type=float, default=0.3,
+                     help="share of user x course pairs enrolled (default 0.3)")
+    sim.add_argument("--activity-per-second", type=float, default=0.0)
+    sim.add_argument("--token-ttl", type=_duration, default=4 * 3600.0,
+                     help="token lifetime on the simulator's clock (default 4h)")
+    sim.add_argument("--skew", type=_duration, default=0.0,
+                     help="how far the simulator's clock runs ahead of this machine's")
+    sim.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE",
+                     help="a fault to play from the start, e.g. error_rate=0.1 (repeatable)")
+
+    demo = sub.add_parser("demo", help="watch the pipeline work on a simulated tenant")
+    demo.add_argument("--duration", type=_duration, default=None,
+                      help="stop by itself after this long (e.g. 30s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logs.configure(level=args.log_level)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "demo":
+            from bridge.demo import run_demo
+
+            return asyncio.run(run_demo(args.duration))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from bridge.simulator.faults import Faults, parse_assignments
+    from bridge.simulator.generate import TenantSpec
+    from bridge.simulator.server import Simulator, SimulatorConfig
+
+    try:
+        faults = Faults.model_validate(parse_assignments(args.fault))
+        spec = TenantSpec(
+            seed=args.seed,
+            users=args.users,
+            courses=args.courses,
+            chapters_per_course=args.chapters_per_course,
+            lessons_per_chapter=args.lessons_per_chapter,
+            sessions_per_ilc=args.sessions_per_ilc,
+            enrollment_ratio=args.enrollment_ratio,
+        )
+    except (ValueError, ValidationError) as e:
+        print(f"absorb-bridge simulate: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    config = SimulatorConfig(
+        api_key=args.api_key,
+        username=args.username,
+        password=args.password,
+        tenant=spec,
+        activity_per_second=args.activity_per_second,
+        token_ttl_s=args.token_ttl,
+        skew_s=args.skew,
+        faults=faults,
+    )
+    asyncio.run(_serve(Simulator(config), args.host, args.port))
+    return EXIT_OK
+
+
+async def _serve(sim: object, host: str, port: int) -> None:
+    from aiohttp import web
+
+    from bridge.simulator.server import Simulator
+
+    assert isinstance(sim, Simulator)
+    runner = web.AppRunner(sim.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    t = sim.tenant
+    print(
+        f"Absorb simulator on http://{host}:{port}  users={len(t.users)} courses={len(t.courses)} "
+        f"enrollments={len(t.enrollments)}  control API: /_sim/state",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
