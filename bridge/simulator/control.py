@@ -1,0 +1,211 @@
+"""The `/_sim/` control API: read and set the simulator's state, faults and clock from tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from bridge.absorb.timefmt import format_datetime, parse_datetime
+from bridge.simulator.server import Simulator, json_response
+from bridge.simulator.tenant import Record, SimError
+
+_SETTABLE_FIELDS = {"status", "progress", "score", "dateEdited", "dateCompleted", "isActive"}
+
+
+def add_routes(app: web.Application, sim: Simulator) -> None:
+    """Register the control API under `/_sim/`."""
+    c = Control(sim)
+    app.router.add_get("/_sim/state", c.state)
+    app.router.add_get("/_sim/faults", c.get_faults)
+    app.router.add_put("/_sim/faults", c.set_faults)
+    app.router.add_post("/_sim/clock", c.move_clock)
+    app.router.add_post("/_sim/tokens/expire", c.expire_tokens)
+    app.router.add_get("/_sim/tenant", c.tenant)
+    app.router.add_get("/_sim/records/{id}", c.get_record)
+    app.router.add_patch("/_sim/records/{id}", c.patch_record)
+    app.router.add_delete("/_sim/records/{id}", c.delete_record)
+    app.router.add_get("/_sim/changes", c.changes)
+    app.router.add_put("/_sim/activity", c.set_activity)
+    app.router.add_post("/_sim/activity/steps", c.step_activity)
+
+
+class Control:
+    """Handlers of the control API; errors come back as 400/404 with a message."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object")
+        return body
+
+    async def state(self, _request: web.Request) -> web.Response:
+        """Counts of records and requests, the clock, logins and the newest change."""
+        t = self.sim.tenant
+        return json_response(
+            {
+                "now": format_datetime(self.sim.clock.now()),
+                "skewSeconds": self.sim.clock.skew.total_seconds(),
+                "users": len(t.users),
+                "courses": len(t.courses),
+                "enrollments": len(t.enrollments),
+                "lessonEnrollments": len(t.lesson_enrollments),
+                "chapterEnrollments": len(t.chapter_enrollments),
+                "sessionEnrollments": len(t.session_enrollments),
+                "attempts": len(t.attempts),
+                "requests": self.sim.requests,
+                "logins": self.sim.auth.logins,
+                "lastChange": t.last_change_seq,
+                "activityPerSecond": self.sim.activity.per_second,
+                "activitySteps": self.sim.activity.steps,
+            }
+        )
+
+    async def get_faults(self, _request: web.Request) -> web.Response:
+        """The faults now in force."""
+        return json_response(self.sim.faults.model_dump())
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """Change some faults (fields not given keep their value)."""
+        body = await self._body(request)
+        try:
+            self.sim.faults = self.sim.faults.model_validate(
+                {**self.sim.faults.model_dump(), **body}
+            )
+        except ValidationError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        return json_response(self.sim.faults.model_dump())
+
+    async def move_clock(self, request: web.Request) -> web.Response:
+        """`{"advance_s": N}` moves Absorb's clock on; `{"skew_s": N}` sets its offset."""
+        body = await self._body(request)
+        if "advance_s" in body:
+            self.sim.clock.advance(float(body["advance_s"]))
+        if "skew_s" in body:
+            self.sim.clock.set_skew(float(body["skew_s"]))
+        return json_response({"now": format_datetime(self.sim.clock.now())})
+
+    async def expire_tokens(self, _request: web.Request) -> web.Response:
+        """Invalidate every token, as if each had lived its four hours."""
+        return json_response({"expired": self.sim.auth.expire_all()})
+
+    async def tenant(self, request: web.Request) -> web.Response:
+        """Users and courses with their lessons, chapters and sessions (`?limit=` caps users)."""
+        t = self.sim.tenant
+        limit = int(request.query.get("limit", "1000"))
+        return json_response(
+            {
+                "admin": self.sim.admin.id,
+                "users": [u.id for u in list(t.users.values())[:limit]],
+                "courses": [
+                    {
+                        **c.to_json(),
+                        "chapters": [
+                            {"id": ch.id, "lessons": [le.id for le in ch.lessons]}
+                            for ch in c.chapters
+                        ],
+                        "sessions": [s.id for s in c.sessions],
+                    }
+                    for c in t.courses.values()
+                ],
+            }
+        )
+
+    def _record(self, request: web.Request) -> Record:
+        t = self.sim.tenant
+        rec_id = request.match_info["id"].lower()
+        for table in (
+            t.enrollments,
+            t.lesson_enrollments,
+            t.chapter_enrollments,
+            t.session_enrollments,
+        ):
+            found = table.get(rec_id)
+            if found is not None:
+                return found
+        raise web.HTTPNotFound(text=f"no enrollment {rec_id}")
+
+    async def get_record(self, request: web.Request) -> web.Response:
+        """Any enrollment (course, lesson, chapter, session) by id, as Absorb renders it."""
+        return json_response(self._record(request).to_json())
+
+    async def patch_record(self, request: web.Request) -> web.Response:
+        """Set fields: `{"set": {...}}` edits and stamps; `{"raw": {...}}` forces JSON values.
+
+        `set` takes status, progress, score, dateCompleted, isActive and dateEdited
+        (without dateEdited the record is stamped now). `raw` values replace fields
+        in the rendered JSON as they are, which plays a malformed record; `{"raw": null}`
+        clears them.
+        """
+        rec = self._record(request)
+        body = await self._body(request)
+        fields = body.get("set") or {}
+        unknown = set(fields) - _SETTABLE_FIELDS
+        if unknown:
+            raise web.HTTPBadRequest(
+                text=f"cannot set {sorted(unknown)}; settable: {sorted(_SETTABLE_FIELDS)}"
+            )
+        try:
+            self._apply(rec, fields)
+        except (SimError, TypeError, ValueError) as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        if "raw" in body:
+            rec.overrides = body["raw"] or None
+            self.sim.tenant.touch_record(rec)
+        return json_response(rec.to_json())
+
+    def _apply(self, rec: Record, fields: dict[str, Any]) -> None:
+        t = self.sim.tenant
+        if not fields:
+            return
+        stamp = parse_datetime(fields["dateEdited"]) if "dateEdited" in fields else t.clock.now()
+        if "status" in fields and fields["status"] != rec.status:
+            old = rec.status
+            rec.status = int(fields["status"])
+            t.log_change(rec, old, stamp)
+        if "progress" in fields:
+            rec.progress = float(fields["progress"])
+        if "score" in fields:
+            rec.score = None if fields["score"] is None else float(fields["score"])
+        if "dateCompleted" in fields:
+            rec.date_completed = (
+                parse_datetime(fields["dateCompleted"]) if fields["dateCompleted"] else None
+            )
+        if "isActive" in fields and hasattr(rec, "is_active"):
+            rec.is_active = bool(fields["isActive"])
+        rec.date_edited = stamp
+        t.touch_record(rec)
+
+    async def delete_record(self, request: web.Request) -> web.Response:
+        """Un-enroll a course enrollment, as `POST /enrollments/unenroll` would."""
+        rec = self._record(request)
+        if rec.id not in self.sim.tenant.enrollments:
+            raise web.HTTPBadRequest(text="only course enrollments can be deleted")
+        self.sim.tenant.unenroll(self.sim.tenant.enrollments[rec.id])
+        return json_response({"deleted": rec.id})
+
+    async def changes(self, request: web.Request) -> web.Response:
+        """Status changes the simulator made, oldest first, after `?after=SEQ`."""
+        after = int(request.query.get("after", "0"))
+        return json_response([c.to_json() for c in self.sim.tenant.changes if c.seq > after])
+
+    async def set_activity(self, request: web.Request) -> web.Response:
+        """`{"per_second": R}` sets the rate of live activity (0 stops it)."""
+        body = await self._body(request)
+        self.sim.activity.per_second = max(0.0, float(body.get("per_second", 0)))
+        return json_response({"per_second": self.sim.activity.per_second})
+
+    async def step_activity(self, request: web.Request) -> web.Response:
+        """`{"steps": N}` plays N steps of activity now (tests use this instead of waiting)."""
+        body = await self._body(request)
+        before = self.sim.tenant.last_change_seq
+        for _ in range(int(body.get("steps", 1))):
+            self.sim.activity.step()
+        return json_response({"changes": self.sim.tenant.last_change_seq - before})

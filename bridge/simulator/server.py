@@ -1,0 +1,178 @@
+"""The simulator as one object: tenant, auth, faults, activity, and the aiohttp app serving them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bridge import clock
+from bridge.simulator.activity import Activity
+from bridge.simulator.auth import Auth
+from bridge.simulator.faults import Faults
+from bridge.simulator.generate import TenantSpec, generate
+from bridge.simulator.queries import QueryCache
+from bridge.simulator.records import User
+from bridge.simulator.simclock import SimClock
+from bridge.simulator.tenant import SimError, Tenant
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CONTROL_PREFIX = "/_sim/"
+
+
+@dataclass
+class SimulatorConfig:
+    """Everything `absorb-bridge simulate` takes."""
+
+    api_key: str
+    username: str
+    password: str
+    tenant: TenantSpec = field(default_factory=TenantSpec)
+    activity_per_second: float = 0.0
+    token_ttl_s: float = 4 * 3600
+    skew_s: float = 0.0
+    faults: Faults = field(default_factory=Faults)
+
+
+class _Throttle:
+    """Absorb's server-side throttle: a token bucket that answers now, yes or no."""
+
+    def __init__(self) -> None:
+        self._tokens: float | None = None  # full at the first request
+        self._updated = clock.monotonic()
+
+    def allow(self, rate_per_s: float, burst: int) -> bool:
+        now = clock.monotonic()
+        tokens = float(burst) if self._tokens is None else self._tokens
+        self._tokens = min(float(burst), tokens + (now - self._updated) * rate_per_s)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class Simulator:
+    """A simulated Absorb tenant behind Absorb's Integration API v2."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.clock = SimClock(config.skew_s)
+        self.admin = User(
+            id=_admin_id(config.tenant.seed), first_name="Admin", last_name=config.username
+        )
+        self.tenant: Tenant = generate(config.tenant, self.clock, self.admin)
+        self.auth = Auth(
+            config.api_key, {config.username: config.password}, self.clock, config.token_ttl_s
+        )
+        self.faults = config.faults.model_copy()
+        self.fault_rng = random.Random(config.tenant.seed + 1)
+        self.activity = Activity(self.tenant, random.Random(config.tenant.seed + 2))
+        self.activity.per_second = config.activity_per_second
+        self.cache = QueryCache()
+        self.requests: dict[str, int] = {}
+        self.throttle = _Throttle()
+        self._activity_task: asyncio.Task[None] | None = None
+
+    def app(self) -> web.Application:
+        """The aiohttp application: Absorb's API plus the `/_sim/` control API."""
+        from bridge.simulator import api, control
+
+        app = web.Application(middlewares=[self._middleware])
+        api.add_routes(app, self)
+        control.add_routes(app, self)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, _app: web.Application) -> None:
+        self._activity_task = asyncio.create_task(self.activity.run(), name="sim-activity")
+
+    async def _on_cleanup(self, _app: web.Application) -> None:
+        if self._activity_task is not None:
+            self._activity_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._activity_task
+
+    def count(self, key: str) -> None:
+        """Count a request outcome for `/_sim/state`."""
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            return await handler(request)
+        self.count("total")
+        faults = self.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.rate_limit_per_s and not self.throttle.allow(
+            faults.rate_limit_per_s, faults.rate_limit_burst
+        ):
+            self.count("429")
+            headers = {}
+            if faults.retry_after_s is not None:
+                headers["Retry-After"] = f"{faults.retry_after_s:g}"
+            return _error(429, "API calls quota exceeded.", headers)
+        if not self.auth.api_key_ok(request.headers.get("x-api-key")):
+            self.count("401")
+            return _error(401, "A valid x-api-key header is required.")
+        if request.headers.get("x-api-version") != "2":
+            self.count("400")
+            return _error(400, "This API needs the header x-api-version: 2.")
+        if faults.error_rate and self.fault_rng.random() < faults.error_rate:
+            status = self.fault_rng.choice(faults.error_statuses)
+            self.count(str(status))
+            return _error(status, "An unexpected error occurred.")
+        if (
+            request.path != "/authenticate"
+            and self.auth.user_of(request.headers.get("Authorization")) is None
+        ):
+            self.count("401")
+            return _error(401, "Authorization has been denied for this request.")
+        try:
+            response = await handler(request)
+        except SimError as e:
+            self.count(str(e.status))
+            return _error(e.status, e.message)
+        except web.HTTPException as e:
+            self.count(str(e.status))
+            return _error(e.status, e.reason)
+        self.count(str(response.status))
+        if faults.malformed_rate and self.fault_rng.random() < faults.malformed_rate:
+            return self._malform(response)
+        return response
+
+    def _malform(self, response: web.StreamResponse) -> web.StreamResponse:
+        body = response.body if isinstance(response, web.Response) else None
+        text = body.decode() if isinstance(body, bytes) else ""
+        if len(text) > 2 and self.fault_rng.random() < 0.7:
+            cut = text[: self.fault_rng.randint(1, len(text) - 1)]
+        else:
+            cut = "<html><body>Service Unavailable</body></html>"
+        return web.Response(status=response.status, text=cut, content_type="application/json")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A compact JSON reply, as Absorb sends."""
+    return web.Response(
+        status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json"
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"validations": [], "code": status, "message": message, "term": None, "_meta": {}}
+    response = json_response(body, status)
+    response.headers.update(headers or {})
+    return response
+
+
+def _admin_id(seed: int) -> str:
+    return str(uuid.UUID(int=random.Random(-seed).getrandbits(128), version=4))
