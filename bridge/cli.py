@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Change detection for Absorb LMS enrollments, delivered as CloudEvents.",
     )
     parser.add_argument("--version", action="version", version=f"absorb-bridge {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = sub.add_parser("simulate", help="serve a simulated Absorb tenant over HTTP")
@@ -45,19 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--chapters-per-course", type=int, default=2)
     sim.add_argument("--lessons-per-chapter", type=int, default=2)
     sim.add_argument("--sessions-per-ilc", type=int, default=2)
-    sim.add_argument("--enrollment-ratio", type=float, default=0.3,
-                     help="share of user x course pairs enrolled (default 0.3)")
+    sim.add_argument(
+        "--enrollment-ratio",
+        type=float,
+        default=0.3,
+        help="share of user x course pairs enrolled (default 0.3)",
+    )
     sim.add_argument("--activity-per-second", type=float, default=0.0)
-    sim.add_argument("--token-ttl", type=_duration, default=4 * 3600.0,
-                     help="token lifetime on the simulator's clock (default 4h)")
-    sim.add_argument("--skew", type=_duration, default=0.0,
-                     help="how far the simulator's clock runs ahead of this machine's")
-    sim.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE",
-                     help="a fault to play from the start, e.g. error_rate=0.1 (repeatable)")
+    sim.add_argument(
+        "--token-ttl",
+        type=_duration,
+        default=4 * 3600.0,
+        help="token lifetime on the simulator's clock (default 4h)",
+    )
+    sim.add_argument(
+        "--skew",
+        type=_duration,
+        default=0.0,
+        help="how far the simulator's clock runs ahead of this machine's",
+    )
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fault to play from the start, e.g. error_rate=0.1 (repeatable)",
+    )
 
     demo = sub.add_parser("demo", help="watch the pipeline work on a simulated tenant")
-    demo.add_argument("--duration", type=_duration, default=None,
-                      help="stop by itself after this long (e.g. 30s)")
+    demo.add_argument(
+        "--duration", type=_duration, default=None, help="stop by itself after this long (e.g. 30s)"
+    )
     return parser
 
 
@@ -71,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from bridge.demo import run_demo
 
-            return asyncio.run(run_demo(args.duration))
+            code: int = asyncio.run(run_demo(args.duration))
+            return code
     except KeyboardInterrupt:
         return EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
