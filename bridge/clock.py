@@ -10,7 +10,11 @@ _offset_s = 0.0
 
 def now() -> datetime:
     """Current time, timezone-aware UTC, shifted by any offset a test has set."""
-    return datetime.now(UTC) if _offset_s == 0.0 else datetime.fromtimestamp(time.time() + _offset_s, UTC)
+    return (
+        datetime.now(UTC)
+        if _offset_s == 0.0
+        else datetime.fromtimestamp(time.time() + _offset_s, UTC)
+    )
 
 
 def monotonic() -> float:

@@ -14,7 +14,7 @@ def backoff_s(
     cap_s: float = 30.0,
     rng: random.Random | None = None,
 ) -> float:
-    """Delay before retry number `attempt` (1-based): exponential, capped, full jitter.
+    """Delay before retry number `attempt` (1-based): exponential, capped, with full jitter.
 
     Full jitter (a uniform draw between 0 and the exponential bound) spreads the
     retries of many callers that failed together, so they do not return together.
@@ -24,7 +24,7 @@ def backoff_s(
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date); None if absent/bad."""
+    """Seconds to wait from a `Retry-After` (delta-seconds or HTTP-date); None if absent or bad."""
     if not value:
         return None
     value = value.strip()

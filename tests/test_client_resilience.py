@@ -164,7 +164,7 @@ async def test_writes_are_repeated_after_a_503(
 ) -> None:
     """A 503 means Absorb did not act, so a write goes again and gets through."""
     tenant = await simulator.control("GET", "tenant")
-    client = make_client(simulator.url)
+    client = make_client(simulator.url, retry=RetryPolicy(max_attempts=20, backoff_base_s=0.001))
     await _touch(client, await _course(simulator))
     await simulator.set_faults(error_rate=0.5, error_statuses=[503])
     for user in tenant["users"][:8]:
@@ -270,3 +270,20 @@ def test_bad_base_url_is_named() -> None:
 
     with pytest.raises(ValueError, match="neither a URL nor a region"):
         resolve_base_url("mars")
+
+
+async def test_a_malformed_record_is_reported_with_secrets_masked(
+    client: AbsorbClient, simulator: SimHandle
+) -> None:
+    """A record that fails validation names the endpoint and field; secrets in it are masked."""
+    ce = next(iter(simulator.sim.tenant.enrollments.values()))
+    raw = {"id": f"{ce.id} {API_KEY}", "status": f"banana {PASSWORD}"}
+    await simulator.control("PATCH", f"records/{ce.id}", {"raw": raw})
+    with pytest.raises(AbsorbResponseError) as e:
+        await client.get_course_enrollment(ce.id)
+    message = str(e.value)
+    assert message.startswith(f"GET /enrollments/{ce.id}: unexpected reply (status:")
+    assert "banana" in message
+    assert API_KEY not in message
+    assert PASSWORD not in message
+    assert "***" in message

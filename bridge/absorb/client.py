@@ -50,22 +50,22 @@ class RawPage:
     items: list[Any]
 
 
-def parse_model(model: type[M], data: Any, endpoint: str) -> M:
+def parse_model(model: type[M], data: Any, endpoint: str, secrets: Sequence[str] = ()) -> M:
     """Validate `data` as `model`, or raise an error naming the endpoint and the bad fields."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise AbsorbResponseError(endpoint, describe_invalid(e, data)) from None
+        raise AbsorbResponseError(endpoint, describe_invalid(e, data, secrets)) from None
 
 
-def describe_invalid(error: ValidationError, data: Any) -> str:
+def describe_invalid(error: ValidationError, data: Any, secrets: Sequence[str] = ()) -> str:
     """A short account of why a body failed validation, with an excerpt of the body."""
     problems = "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
         for err in error.errors()[:3]
     )
     more = f" (+{error.error_count() - 3} more)" if error.error_count() > 3 else ""
-    return f"unexpected reply ({problems}{more}): {excerpt(repr(data), [])}"
+    return f"unexpected reply ({problems}{more}): {excerpt(repr(data), secrets)}"
 
 
 def _filters(
@@ -118,16 +118,22 @@ class AbsorbClient:
         body: Any = None,
     ) -> M:
         data = await self.transport.request(op, ids=ids, params=params, body=body)
-        return parse_model(model, data, _endpoint(op, ids))
+        return parse_model(model, data, _endpoint(op, ids), self.transport.secrets())
 
     async def _array(
         self, op: Op, model: type[M], ids: Mapping[str, str], params: Params | None = None
     ) -> list[M]:
         data = await self.transport.request(op, ids=ids, params=params)
         endpoint = _endpoint(op, ids)
+        secrets = self.transport.secrets()
         if not isinstance(data, list):
-            raise AbsorbResponseError(endpoint, f"expected a JSON array: {excerpt(repr(data), [])}")
-        return [parse_model(model, item, f"{endpoint} [item {i}]") for i, item in enumerate(data)]
+            raise AbsorbResponseError(
+                endpoint, f"expected a JSON array: {excerpt(repr(data), secrets)}"
+            )
+        return [
+            parse_model(model, item, f"{endpoint} [item {i}]", secrets)
+            for i, item in enumerate(data)
+        ]
 
     async def pages(
         self,
@@ -159,7 +165,7 @@ class AbsorbClient:
             data = await self.transport.request(
                 op, ids=ids, params={**(params or {}), "_limit": limit, "_offset": offset}
             )
-            page = _raw_page(data, items_key, endpoint)
+            page = _raw_page(data, items_key, endpoint, self.transport.secrets())
             yield page
             seen = offset * limit + len(page.items)
             if len(page.items) < limit or seen >= page.total_items:
@@ -175,9 +181,11 @@ class AbsorbClient:
         params: Params,
     ) -> AsyncIterator[M]:
         endpoint = _endpoint(op, ids)
+        secrets = self.transport.secrets()
         async for page in self.pages(op, items_key, ids, params):
             for i, item in enumerate(page.items):
-                yield parse_model(model, item, f"{endpoint} [page {page.offset}, item {i}]")
+                where = f"{endpoint} [page {page.offset}, item {i}]"
+                yield parse_model(model, item, where, secrets)
 
     # -- courses ------------------------------------------------------------------------
 
@@ -185,7 +193,9 @@ class AbsorbClient:
         self, *, filter: str | None = None, sort: str | None = None
     ) -> AsyncIterator[Course]:
         """Every course the admin may see (`GET /courses`)."""
-        return self._items(Op.LIST_COURSES, "courses", Course, None, {"_filter": filter, "_sort": sort})
+        return self._items(
+            Op.LIST_COURSES, "courses", Course, None, {"_filter": filter, "_sort": sort}
+        )
 
     # -- session enrollments ------------------------------------------------------------
 
@@ -243,7 +253,9 @@ class AbsorbClient:
         """List an ILC's session enrollments (every page)."""
         ids = {"course_id": course_id, "session_id": session_id}
         params = _collection(filter, sort, modified_since, status)
-        return self._items(Op.LIST_SESSION_ENROLLMENTS, "enrollments", SessionEnrollment, ids, params)
+        return self._items(
+            Op.LIST_SESSION_ENROLLMENTS, "enrollments", SessionEnrollment, ids, params
+        )
 
     # -- chapter enrollments ------------------------------------------------------------
 
@@ -281,7 +293,9 @@ class AbsorbClient:
     ) -> EnrollmentCreated:
         """Create enrollment for user and course."""
         ids = {"user_id": user_id, "course_id": course_id}
-        return await self._one(Op.CREATE_ENROLLMENT, EnrollmentCreated, ids, {"reEnroll": re_enroll})
+        return await self._one(
+            Op.CREATE_ENROLLMENT, EnrollmentCreated, ids, {"reEnroll": re_enroll}
+        )
 
     async def get_user_course_enrollment(
         self,
@@ -320,13 +334,19 @@ class AbsorbClient:
         """List course enrollments for specific user (every page)."""
         params = _collection(filter, sort, modified_since, status)
         return self._items(
-            Op.LIST_USER_COURSE_ENROLLMENTS, "enrollments", CourseEnrollment, {"user_id": user_id}, params
+            Op.LIST_USER_COURSE_ENROLLMENTS,
+            "enrollments",
+            CourseEnrollment,
+            {"user_id": user_id},
+            params,
         )
 
     async def unenroll(self, enrollment_ids: Sequence[str]) -> ApiResult | None:
         """Un-enroll users from courses, by enrollment id."""
         data = await self.transport.request(Op.UNENROLL, body=list(enrollment_ids))
-        return None if data is None else parse_model(ApiResult, data, str(Op.UNENROLL.route))
+        if data is None:
+            return None
+        return parse_model(ApiResult, data, str(Op.UNENROLL.route), self.transport.secrets())
 
     async def get_course_enrollment(self, enrollment_id: str) -> CourseEnrollment:
         """Get course enrollment, by its id."""
@@ -345,13 +365,17 @@ class AbsorbClient:
         """List enrollments for specific course (every page)."""
         params = _collection(filter, sort, modified_since, status)
         return self._items(
-            Op.LIST_COURSE_ENROLLMENTS, "enrollments", CourseEnrollment, {"course_id": course_id}, params
+            Op.LIST_COURSE_ENROLLMENTS,
+            "enrollments",
+            CourseEnrollment,
+            {"course_id": course_id},
+            params,
         )
 
     async def list_bulk_course_enrollments(
         self, user_ids: Sequence[str], course_ids: Sequence[str]
     ) -> list[CourseEnrollment]:
-        """List course enrollments for bulk user list (every pair of the given users and courses)."""
+        """List course enrollments for bulk user list (each given user in each given course)."""
         params = {"userIds": list(user_ids), "courseIds": list(course_ids)}
         return await self._array(Op.LIST_BULK_COURSE_ENROLLMENTS, CourseEnrollment, {}, params)
 
@@ -433,7 +457,9 @@ class AbsorbClient:
         """List user's lesson enrollments from specific chapter."""
         ids = {"user_id": user_id, "course_id": course_id, "chapter_id": chapter_id}
         params = _filters(modified_since, status)
-        return await self._array(Op.LIST_USER_CHAPTER_LESSON_ENROLLMENTS, LessonEnrollment, ids, params)
+        return await self._array(
+            Op.LIST_USER_CHAPTER_LESSON_ENROLLMENTS, LessonEnrollment, ids, params
+        )
 
     # -- attempts -----------------------------------------------------------------------
 
@@ -499,16 +525,20 @@ class AbsorbClient:
     ) -> AsyncIterator[CourseEnrollment]:
         """List currently authenticated user's course enrollments (every page)."""
         params = _collection(filter, sort, modified_since, status)
-        return self._items(Op.LIST_MY_COURSE_ENROLLMENTS, "enrollments", CourseEnrollment, None, params)
+        return self._items(
+            Op.LIST_MY_COURSE_ENROLLMENTS, "enrollments", CourseEnrollment, None, params
+        )
 
 
 def _endpoint(op: Op, ids: Mapping[str, str] | None) -> str:
     return f"{op.route.method} {op.route.path(**(ids or {}))}"
 
 
-def _raw_page(data: Any, items_key: str, endpoint: str) -> RawPage:
+def _raw_page(data: Any, items_key: str, endpoint: str, secrets: Sequence[str]) -> RawPage:
     if not isinstance(data, dict):
-        raise AbsorbResponseError(endpoint, f"expected a page object: {excerpt(repr(data), [])}")
+        raise AbsorbResponseError(
+            endpoint, f"expected a page object: {excerpt(repr(data), secrets)}"
+        )
     try:
         items = data[items_key]
         page = RawPage(
@@ -520,7 +550,7 @@ def _raw_page(data: Any, items_key: str, endpoint: str) -> RawPage:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise AbsorbResponseError(
-            endpoint, f"page is missing or has a bad {e}: {excerpt(repr(data), [])}"
+            endpoint, f"page is missing or has a bad {e}: {excerpt(repr(data), secrets)}"
         ) from None
     if not isinstance(items, list):
         raise AbsorbResponseError(endpoint, f"'{items_key}' is not an array")

@@ -13,7 +13,11 @@ from urllib.parse import quote
 
 @dataclass(frozen=True)
 class Route:
-    """An operation's method and path template; `idempotent` says whether any failure may be retried."""
+    """An operation's method and path template.
+
+    `idempotent` says whether the call may be repeated after any failure; a write
+    is repeated only when Absorb certainly did not act on it.
+    """
 
     method: str
     template: str
@@ -67,12 +71,16 @@ class Op(Enum):
     )
     LIST_USER_LESSON_ENROLLMENTS = _get(_USER_COURSE + "/lessons")
     GET_USER_LESSON_ENROLLMENT = _get(_USER_COURSE + "/lessons/{lesson_id}")
-    LIST_USER_CHAPTER_LESSON_ENROLLMENTS = _get(_USER_COURSE + "/chapters/{chapter_id}/lessons")  # low
+    LIST_USER_CHAPTER_LESSON_ENROLLMENTS = _get(
+        _USER_COURSE + "/chapters/{chapter_id}/lessons"
+    )  # low
     # Attempts
     LIST_LESSON_ATTEMPTS = _get(_USER_COURSE + "/lessons/{lesson_id}/attempts")
     START_ATTEMPT = _post(_USER_COURSE + "/lessons/{lesson_id}/startattempt")  # medium
     FINISH_ATTEMPT = _post("/attempts/{attempt_id}/finish")
-    FINISH_USER_LESSON_ATTEMPT = _post(_USER_COURSE + "/lessons/{lesson_id}/attempts/{attempt_id}/finish")
+    FINISH_USER_LESSON_ATTEMPT = _post(
+        _USER_COURSE + "/lessons/{lesson_id}/attempts/{attempt_id}/finish"
+    )
     # My enrollments (the authenticated user's own)
     GET_MY_COURSE_ENROLLMENT = _get("/my-enrollments/{course_id}")  # low
     CREATE_MY_COURSE_ENROLLMENT = _post("/my-enrollments/{course_id}")  # low

@@ -36,14 +36,17 @@ def parse_datetime(text: str) -> datetime:
 def format_datetime(value: datetime, *, zulu: bool = True) -> str:
     """Render a datetime as Absorb does: UTC, seven fractional digits, `Z` unless `zulu=False`."""
     value = value.astimezone(UTC) if value.tzinfo else value
-    text = value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0"
+    text = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}0"
+    )
     return text + "Z" if zulu else text
 
 
 def format_rfc3339(value: datetime) -> str:
     """RFC 3339 UTC with only as many fractional digits as the value needs."""
     value = value.astimezone(UTC)
-    base = value.strftime("%Y-%m-%dT%H:%M:%S")
+    base = f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S")
     if value.microsecond:
         base += "." + f"{value.microsecond:06d}".rstrip("0")
     return base + "Z"

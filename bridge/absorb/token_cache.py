@@ -104,7 +104,9 @@ class RedisTokenCache:
             current = await self.get()
             if current is not None and current != stale:
                 return current
-            if await self._redis.set(self._lock_key, owner, nx=True, px=int(self.lock_ttl_s * 1000)):
+            if await self._redis.set(
+                self._lock_key, owner, nx=True, px=int(self.lock_ttl_s * 1000)
+            ):
                 try:
                     current = await self.get()
                     if current is not None and current != stale:

@@ -116,7 +116,8 @@ class AbsorbTransport:
             )
         return self._session
 
-    def _secrets(self) -> list[str]:
+    def secrets(self) -> list[str]:
+        """The values no message may show: API key, password and recent tokens."""
         c = self._credentials
         return [c.api_key, c.password, *self._seen_tokens]
 
@@ -251,7 +252,7 @@ class AbsorbTransport:
                 unprocessed=status in (429, 503),
             )
         if not 200 <= status < 300:
-            raise AbsorbRequestError(endpoint, excerpt(text, self._secrets()), status=status)
+            raise AbsorbRequestError(endpoint, excerpt(text, self.secrets()), status=status)
         if not raw.strip():
             return None
         try:
@@ -259,7 +260,7 @@ class AbsorbTransport:
         except json.JSONDecodeError as e:
             message = (
                 f"body is not valid JSON ({e.msg} at char {e.pos} of {len(text)}): "
-                f"{excerpt(text, self._secrets())}"
+                f"{excerpt(text, self.secrets())}"
             )
             # A cut-off body is usually the network's fault, so it is worth another try;
             # a write, though, may have happened, so only reads are retried.

@@ -101,6 +101,7 @@ def generate(spec: TenantSpec, clock: SimClock, admin: User) -> Tenant:
     rng = random.Random(spec.seed)
     history = _HistoryClock()
     tenant = Tenant(history, rng)
+    tenant.quiet = True
     tenant.add_user(admin)
     for _ in range(spec.users):
         tenant.add_user(
@@ -120,8 +121,7 @@ def generate(spec: TenantSpec, clock: SimClock, admin: User) -> Tenant:
         ce = tenant.enroll(user, course)
         _play_history(tenant, rng, history, ce)
     tenant.clock = clock
-    tenant.changes.clear()
-    tenant.versions.clear()
+    tenant.quiet = False
     return tenant
 
 

@@ -1,0 +1,91 @@
+"""The command line as a user runs it: real processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from tests.conftest import free_port
+
+BRIDGE = [sys.executable, "-m", "bridge"]
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float = 30) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if needle in line:
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no line with {needle!r}; exit code {proc.poll()}")
+
+
+def _call(url: str, headers: dict[str, str], body: object = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={**headers, "Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.load(reply)
+
+
+def test_simulate_serves_absorb_and_stops_on_sigterm() -> None:
+    """`absorb-bridge simulate` with the documented flags serves auth and courses, then exits 0."""
+    port = free_port()
+    args = [
+        "simulate", "--host", "127.0.0.1", "--port", str(port), "--api-key", "K",
+        "--username", "U", "--password", "W", "--users", "200", "--courses", "20", "--seed", "1",
+    ]  # fmt: skip
+    with subprocess.Popen([*BRIDGE, *args], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            _wait_for_line(proc, "Absorb simulator on")
+            url = f"http://127.0.0.1:{port}"
+            headers = {"x-api-key": "K", "x-api-version": "2"}
+            token = _call(
+                f"{url}/authenticate",
+                headers,
+                {"username": "U", "password": "W", "privateKey": "K"},
+            )
+            page = _call(
+                f"{url}/courses?_limit=100", {**headers, "Authorization": f"Bearer {token}"}
+            )
+            assert page["totalItems"] == 20
+            assert len(page["courses"]) == 20
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+
+
+def test_simulate_rejects_a_bad_fault() -> None:
+    """A fault that is not KEY=VALUE, or not a known key, is exit code 1 with the reason."""
+    base = [*BRIDGE, "simulate", "--api-key", "K", "--username", "U", "--password", "W"]
+    for fault, reason in (("error_rate", "KEY=VALUE"), ("nosuch=1", "nosuch")):
+        done = subprocess.run([*base, "--fault", fault], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1
+        assert reason in done.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    """A missing required flag or an unknown command is a usage error (exit 2)."""
+    assert subprocess.run([*BRIDGE, "simulate"], capture_output=True, timeout=30).returncode == 2
+    assert subprocess.run([*BRIDGE, "nosuch"], capture_output=True, timeout=30).returncode == 2
+
+
+def test_demo_shows_changes_and_stops_by_itself() -> None:
+    """`absorb-bridge demo --duration` records a baseline, reports changes and exits 0."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    done = subprocess.run(
+        [*BRIDGE, "demo", "--duration", "4s"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "baseline:" in done.stdout
+    assert " -> " in done.stdout.split("baseline:")[1]
+    assert "stopped:" in done.stdout
