@@ -168,13 +168,12 @@ class CourseEnrollmentRec:
         return {**body, **self.overrides} if self.overrides else body
 
 
-@dataclass(slots=True, eq=False)
-class ChapterEnrollmentRec:
-    """A learner's enrollment in a chapter (Absorb does not show its `dateEdited`)."""
+@dataclass(slots=True, eq=False, kw_only=True)
+class _ActivityRec:
+    """What lesson, chapter and session enrollments share."""
 
     id: str
     enrollment: CourseEnrollmentRec
-    chapter: Chapter
     status: int
     date_enrolled: datetime
     date_edited: datetime
@@ -183,18 +182,23 @@ class ChapterEnrollmentRec:
     time_spent: timedelta = timedelta(0)
     date_started: datetime | None = None
     date_completed: datetime | None = None
-    lessons: list[LessonEnrollmentRec] = field(default_factory=list)
+    #: Raw values a test forced into the JSON (to play a malformed record).
     overrides: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The chapter enrollment as Absorb renders it."""
+    @property
+    def user_id(self) -> str:
+        return self.enrollment.user.id
+
+    @property
+    def full_name(self) -> str:
+        return self.enrollment.user.full_name
+
+    def _render(self, name: str, **specific: Any) -> dict[str, Any]:
         body = {
             "id": self.id,
             "courseEnrollmentId": self.enrollment.id,
-            "chapterId": self.chapter.id,
-            "sessionId": None,
-            "lessonId": None,
-            "name": self.chapter.name,
+            **specific,
+            "name": name,
             "userId": self.enrollment.user.id,
             "fullName": self.enrollment.user.full_name,
             "status": self.status,
@@ -204,9 +208,24 @@ class ChapterEnrollmentRec:
             "dateEnrolled": _ts(self.date_enrolled),
             "dateStarted": _ts(self.date_started),
             "dateCompleted": _ts(self.date_completed),
-            "lessonEnrollmentIds": [le.id for le in self.lessons],
         }
         return {**body, **self.overrides} if self.overrides else body
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class ChapterEnrollmentRec(_ActivityRec):
+    """A learner's enrollment in a chapter (Absorb does not show its `dateEdited`)."""
+
+    chapter: Chapter
+    lessons: list[LessonEnrollmentRec] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The chapter enrollment as Absorb renders it."""
+        body = self._render(
+            self.chapter.name, chapterId=self.chapter.id, sessionId=None, lessonId=None
+        )
+        body.setdefault("lessonEnrollmentIds", [le.id for le in self.lessons])
+        return body
 
 
 @dataclass(slots=True, eq=False)
@@ -233,35 +252,16 @@ class AttemptRec:
         }
 
 
-@dataclass(slots=True, eq=False)
-class LessonEnrollmentRec:
+@dataclass(slots=True, eq=False, kw_only=True)
+class LessonEnrollmentRec(_ActivityRec):
     """A learner's enrollment in a lesson."""
 
-    id: str
-    enrollment: CourseEnrollmentRec
     chapter_enrollment: ChapterEnrollmentRec
     lesson: Lesson
-    status: int
-    date_enrolled: datetime
-    date_edited: datetime
-    progress: float = 0.0
-    score: float | None = None
     attempts: int = 0
     failures: int = 0
     last_attempt: datetime | None = None
-    time_spent: timedelta = timedelta(0)
-    date_started: datetime | None = None
-    date_completed: datetime | None = None
     attempt_list: list[AttemptRec] = field(default_factory=list)
-    overrides: dict[str, Any] | None = None
-
-    @property
-    def user_id(self) -> str:
-        return self.enrollment.user.id
-
-    @property
-    def full_name(self) -> str:
-        return self.enrollment.user.full_name
 
     @property
     def name(self) -> str:
@@ -269,76 +269,29 @@ class LessonEnrollmentRec:
 
     def to_json(self) -> dict[str, Any]:
         """The lesson enrollment as Absorb's LessonEnrollmentResource."""
-        body = {
-            "id": self.id,
-            "chapterEnrollmentId": self.chapter_enrollment.id,
-            "type": "ObjectLesson",
-            "attempts": self.attempts,
-            "failures": self.failures,
-            "lastAttempt": _ts(self.last_attempt),
-            "courseEnrollmentId": self.enrollment.id,
-            "chapterId": self.lesson.chapter.id,
-            "lessonId": self.lesson.id,
-            "name": self.lesson.name,
-            "userId": self.enrollment.user.id,
-            "fullName": self.enrollment.user.full_name,
-            "status": self.status,
-            "progress": self.progress,
-            "score": self.score,
-            "timeSpent": format_timespan(self.time_spent),
-            "dateEnrolled": _ts(self.date_enrolled),
-            "dateStarted": _ts(self.date_started),
-            "dateCompleted": _ts(self.date_completed),
-            "dateEdited": _ts(self.date_edited),
-            "dateAdded": _ts(self.date_enrolled),
-        }
-        return {**body, **self.overrides} if self.overrides else body
+        body = self._render(
+            self.lesson.name,
+            chapterEnrollmentId=self.chapter_enrollment.id,
+            type="ObjectLesson",
+            attempts=self.attempts,
+            failures=self.failures,
+            lastAttempt=_ts(self.last_attempt),
+            chapterId=self.lesson.chapter.id,
+            lessonId=self.lesson.id,
+        )
+        return {"dateEdited": _ts(self.date_edited), "dateAdded": _ts(self.date_enrolled), **body}
 
 
-@dataclass(slots=True, eq=False)
-class SessionEnrollmentRec:
+@dataclass(slots=True, eq=False, kw_only=True)
+class SessionEnrollmentRec(_ActivityRec):
     """A learner's enrollment in a session of an instructor-led course."""
 
-    id: str
-    enrollment: CourseEnrollmentRec
     session: Session
-    status: int
-    date_enrolled: datetime
-    date_edited: datetime
-    progress: float = 0.0
-    score: float | None = None
-    time_spent: timedelta = timedelta(0)
-    date_started: datetime | None = None
-    date_completed: datetime | None = None
-    overrides: dict[str, Any] | None = None
-
-    @property
-    def user_id(self) -> str:
-        return self.enrollment.user.id
-
-    @property
-    def full_name(self) -> str:
-        return self.enrollment.user.full_name
 
     def to_json(self) -> dict[str, Any]:
         """The session enrollment as Absorb's SessionEnrollmentResource."""
-        body = {
-            "id": self.id,
-            "sessionId": self.session.id,
-            "courseEnrollmentId": self.enrollment.id,
-            "name": self.session.name,
-            "userId": self.enrollment.user.id,
-            "fullName": self.enrollment.user.full_name,
-            "status": self.status,
-            "progress": self.progress,
-            "score": self.score,
-            "timeSpent": format_timespan(self.time_spent),
-            "dateEnrolled": _ts(self.date_enrolled),
-            "dateStarted": _ts(self.date_started),
-            "dateCompleted": _ts(self.date_completed),
-            "dateEdited": _ts(self.date_edited),
-        }
-        return {**body, **self.overrides} if self.overrides else body
+        body = self._render(self.session.name, sessionId=self.session.id)
+        return {"dateEdited": _ts(self.date_edited), **body}
 
 
 def _specs(**fields: tuple[str, str]) -> dict[str, FieldSpec]:
