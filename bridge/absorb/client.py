@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -144,7 +144,7 @@ class AbsorbClient:
         *,
         page_size: int | None = None,
         first_page: int = 0,
-    ) -> AsyncIterator[RawPage]:
+    ) -> AsyncGenerator[RawPage, None]:
         """Every page of a wrapped collection, from `first_page` to the last one.
 
         Stops when a page comes back short or the pages seen cover `totalItems`.

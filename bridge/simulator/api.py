@@ -64,10 +64,15 @@ class AbsorbApi:
         key: str,
     ) -> dict[str, Any]:
         query = parse_query(request.query, paged=True)
-        if query.offset > 0 and self.sim.faults.mutate_while_paging:
-            self._mutate(list(records()), self.sim.faults.mutate_while_paging)
-        version = self.tenant.versions.get(scope, 0)
-        items = self.sim.cache.select(scope, version, records, fields, query)
+        items = self.sim.cache.select(
+            scope, self.tenant.versions.get(scope, 0), records, fields, query
+        )
+        if self.sim.faults.mutate_while_paging:
+            # The harshest edits: records of this very list, on pages already served.
+            served = items[: query.offset * query.limit] or items or list(records())
+            self._mutate(served, self.sim.faults.mutate_while_paging)
+            version = self.tenant.versions.get(scope, 0)
+            items = self.sim.cache.select(scope, version, records, fields, query)
         return page_body(items, query, key, lambda r: r.to_json())
 
     def _array(self, request: web.Request, records: Iterable[Any]) -> list[Any]:

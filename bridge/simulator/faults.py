@@ -22,8 +22,8 @@ class Faults(BaseModel):
     latency_ms: float = Field(default=0.0, ge=0)
     #: Share of 2xx JSON replies that arrive cut off or otherwise not JSON.
     malformed_rate: float = Field(default=0.0, ge=0, le=1)
-    #: Records of the listed scope edited just before each page after the first is served,
-    #: which moves them to the end of a `dateEdited` sort and shifts the pages under the reader.
+    #: Records of the listed scope edited just before each page is served, which moves them
+    #: to the end of a `dateEdited` sort and shifts the pages under a reader.
     mutate_while_paging: int = Field(default=0, ge=0)
 
 
