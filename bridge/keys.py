@@ -17,3 +17,40 @@ def absorb_token(prefix: str, base_url: str, username: str) -> str:
 def absorb_token_lock(prefix: str, base_url: str, username: str) -> str:
     """The lock held by the one worker that is logging in for everyone."""
     return absorb_token(prefix, base_url, username) + ":lock"
+
+
+def outbox(prefix: str) -> str:
+    """The stream every event is appended to before any sink sees it."""
+    return f"{prefix}:outbox"
+
+
+def scope_state(prefix: str, feed: str, scope: str) -> str:
+    """A hash with a scope's watermark, bucket count and sweep bookkeeping."""
+    return f"{prefix}:scope:{feed}:{scope}"
+
+
+def scopes(prefix: str, feed: str) -> str:
+    """The set of scope names a feed has swept."""
+    return f"{prefix}:scopes:{feed}"
+
+
+def snapshot_bucket(
+    prefix: str, feed: str, scope: str, bucket: int, *, details: bool = False
+) -> str:
+    """One of the hashes holding a scope's snapshots (drill-down records apart)."""
+    return f"{prefix}:snap:{feed}:{scope}:{'d' if details else ''}{bucket}"
+
+
+def lease(prefix: str, feed: str, scope: str) -> str:
+    """Held by the one replica sweeping the scope."""
+    return f"{prefix}:lease:{feed}:{scope}"
+
+
+def fence(prefix: str, feed: str, scope: str) -> str:
+    """A counter that makes every lease token of a scope unique and ordered."""
+    return f"{prefix}:fence:{feed}:{scope}"
+
+
+def quarantine(prefix: str, feed: str) -> str:
+    """Records Absorb sent that could not be read, with their raw text and the error."""
+    return f"{prefix}:quarantine:{feed}"

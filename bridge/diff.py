@@ -1,0 +1,123 @@
+"""Diffing: a record Absorb sent against the snapshot the bridge kept. Pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from bridge.snapshots import Kind, Snapshot, digest
+
+ChangeKind = Literal["created", "status_changed", "progress_changed", "removed"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One record as a sweep saw it: the raw JSON and the fields diffing reads from it."""
+
+    kind: Kind
+    id: str
+    raw: dict[str, Any]
+    status: int | None
+    progress: float | None
+    score: float | None
+    is_active: bool | None
+    date_edited: datetime | None
+    date_completed: datetime | None
+    #: The event time when the record has no `dateEdited` (chapters, attempts).
+    fallback_time: datetime | None = None
+    course_id: str | None = None
+
+    @property
+    def time(self) -> datetime | None:
+        """When the change happened, by Absorb's clock."""
+        return self.date_edited or self.fallback_time
+
+    def snapshot(self) -> Snapshot:
+        """The snapshot to keep of this record."""
+        return Snapshot(
+            kind=self.kind,
+            status=self.status,
+            progress=_norm(self.progress),
+            score=_norm(self.score),
+            is_active=self.is_active,
+            date_edited=self.date_edited,
+            date_completed=self.date_completed,
+            digest=digest(self.raw),
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change worth an event."""
+
+    change: ChangeKind
+    kind: Kind
+    subject: str
+    current: Observation | None
+    previous: Snapshot | None
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What one record means: the events it makes and the snapshot to store (None: keep)."""
+
+    changes: tuple[Change, ...]
+    snapshot: Snapshot | None
+
+
+NOTHING = Diff((), None)
+
+
+def diff(
+    previous: Snapshot | None,
+    seen: Observation,
+    *,
+    emit_created: bool,
+    progress_events: bool,
+) -> Diff:
+    """Compare a record with its snapshot.
+
+    A record edited before its snapshot was taken changes nothing (it is an old
+    copy, seen again through the lookback window). A record without a snapshot
+    is `created` when `emit_created`, else recorded silently (the baseline).
+    """
+    if previous is not None and _older(seen.date_edited, previous.date_edited):
+        return NOTHING
+    current = seen.snapshot()
+    if previous == current:
+        return NOTHING
+    if previous is None:
+        created = Change("created", seen.kind, seen.id, seen, None, ())
+        return Diff((created,) if emit_created else (), current)
+    changed = changed_fields(previous, current)
+    if previous.status != current.status:
+        return Diff(
+            (Change("status_changed", seen.kind, seen.id, seen, previous, changed),), current
+        )
+    if progress_events and {"progress", "score"} & set(changed):
+        return Diff(
+            (Change("progress_changed", seen.kind, seen.id, seen, previous, changed),), current
+        )
+    return Diff((), current)
+
+
+def removed(kind: Kind, subject: str, previous: Snapshot) -> Change:
+    """The change for a record that is gone from Absorb."""
+    return Change("removed", kind, subject, None, previous, ())
+
+
+def changed_fields(previous: Snapshot, current: Snapshot) -> tuple[str, ...]:
+    """Names (Absorb's) of the tracked fields that differ between two snapshots."""
+    before, after = previous.fields(), current.fields()
+    return tuple(name for name in after if before[name] != after[name])
+
+
+def _older(seen: datetime | None, kept: datetime | None) -> bool:
+    return seen is not None and kept is not None and seen < kept
+
+
+def _norm(value: float | None) -> float | None:
+    # Snapshots keep four decimals (float32): compare what will be kept.
+    return None if value is None else round(float(value), 4)

@@ -1,0 +1,195 @@
+"""Feeds and their scopes: what to sweep, where Absorb lists it, and how to read its records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from bridge.absorb.client import AbsorbClient, describe_invalid
+from bridge.absorb.models import (
+    AbsorbModel,
+    Attempt,
+    ChapterEnrollment,
+    CourseEnrollment,
+    LessonEnrollment,
+    SessionEnrollment,
+)
+from bridge.absorb.paths import Op
+from bridge.diff import Observation
+from bridge.snapshots import Kind
+
+Resource = Literal[
+    "course_enrollments", "lesson_enrollments", "session_enrollments", "user_enrollments"
+]
+Detail = Literal["lessons", "chapters", "attempts"]
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """One feed of the config, in the engine's terms (durations in seconds)."""
+
+    name: str
+    resource: Resource
+    course_ids: tuple[str, ...] | None = None
+    lessons: tuple[tuple[str, str], ...] = ()
+    sessions: tuple[tuple[str, str], ...] = ()
+    user_ids: tuple[str, ...] = ()
+    interval_s: float = 30.0
+    max_interval_s: float = 300.0
+    lookback_s: float = 600.0
+    emit_on_first_sync: bool = False
+    details: frozenset[Detail] = field(default_factory=frozenset)
+    progress_events: bool = False
+    reconcile_every_s: float = 86_400.0
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One list a feed sweeps: a course's enrollments, a lesson's, a session's or a user's."""
+
+    feed: FeedSpec
+    key: str
+    op: Op
+    ids: dict[str, str]
+    items_key: str
+    kind: Kind
+    course_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.feed.name}/{self.key}"
+
+
+def course_scope(feed: FeedSpec, course_id: str) -> Scope:
+    """A course's enrollments."""
+    return Scope(
+        feed,
+        f"course:{course_id}",
+        Op.LIST_COURSE_ENROLLMENTS,
+        {"course_id": course_id},
+        "enrollments",
+        Kind.course_enrollment,
+        course_id,
+    )
+
+
+def static_scopes(feed: FeedSpec) -> list[Scope] | None:
+    """The scopes a feed names outright; None when they must be discovered (every course)."""
+    if feed.resource == "course_enrollments":
+        if feed.course_ids is None:
+            return None
+        return [course_scope(feed, c) for c in feed.course_ids]
+    if feed.resource == "lesson_enrollments":
+        return [
+            Scope(
+                feed,
+                f"lesson:{course}:{lesson}",
+                Op.LIST_LESSON_ENROLLMENTS,
+                {"course_id": course, "lesson_id": lesson},
+                "lessonEnrollments",
+                Kind.lesson_enrollment,
+                course,
+            )
+            for course, lesson in feed.lessons
+        ]
+    if feed.resource == "session_enrollments":
+        return [
+            Scope(
+                feed,
+                f"session:{course}:{session}",
+                Op.LIST_SESSION_ENROLLMENTS,
+                {"course_id": course, "session_id": session},
+                "enrollments",
+                Kind.session_enrollment,
+                course,
+            )
+            for course, session in feed.sessions
+        ]
+    return [
+        Scope(
+            feed,
+            f"user:{user}",
+            Op.LIST_USER_COURSE_ENROLLMENTS,
+            {"user_id": user},
+            "enrollments",
+            Kind.course_enrollment,
+        )
+        for user in feed.user_ids
+    ]
+
+
+async def discover_scopes(feed: FeedSpec, client: AbsorbClient) -> list[Scope]:
+    """Every scope of the feed, asking Absorb for its courses when the feed names none."""
+    known = static_scopes(feed)
+    if known is not None:
+        return known
+    return [course_scope(feed, course.id) async for course in client.list_courses()]
+
+
+_MODELS: dict[Kind, type[AbsorbModel]] = {
+    Kind.course_enrollment: CourseEnrollment,
+    Kind.lesson_enrollment: LessonEnrollment,
+    Kind.chapter_enrollment: ChapterEnrollment,
+    Kind.session_enrollment: SessionEnrollment,
+    Kind.attempt: Attempt,
+}
+
+
+class Unreadable(ValueError):
+    """A record that does not fit Absorb's documented shape; `record_id` when one was readable."""
+
+    def __init__(self, message: str, record_id: str | None) -> None:
+        super().__init__(message)
+        self.record_id = record_id
+
+
+def observe(
+    kind: Kind,
+    raw: Any,
+    *,
+    course_id: str | None = None,
+    fallback_time: datetime | None = None,
+) -> Observation:
+    """Read one raw record into an Observation, or raise `Unreadable` saying why."""
+    rid = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise Unreadable(f"record is a {type(raw).__name__}, not an object", None)
+    try:
+        model = _MODELS[kind].model_validate(raw)
+    except ValidationError as e:
+        raise Unreadable(describe_invalid(e, raw), rid if isinstance(rid, str) else None) from None
+    values: dict[str, Any] = dict(model)
+    if kind == Kind.attempt:
+        time = values.get("completion_date") or values.get("start_date")
+        return Observation(
+            kind=kind,
+            id=str(values["id"]).lower(),
+            raw=raw,
+            status=_int(values.get("status")),
+            progress=None,
+            score=values.get("score"),
+            is_active=None,
+            date_edited=None,
+            date_completed=values.get("completion_date"),
+            fallback_time=time or fallback_time,
+            course_id=course_id,
+        )
+    return Observation(
+        kind=kind,
+        id=str(values["id"]).lower(),
+        raw=raw,
+        status=_int(values.get("status")),
+        progress=values.get("progress"),
+        score=values.get("score"),
+        is_active=values.get("is_active"),
+        date_edited=values.get("date_edited"),
+        date_completed=values.get("date_completed"),
+        fallback_time=fallback_time,
+        course_id=(values.get("course_id") or course_id),
+    )
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -1,0 +1,151 @@
+"""What the bridge remembers of each enrollment: a compact snapshot, packed for Redis.
+
+A snapshot keeps only what diffing needs (status, progress, score, isActive, the
+edit and completion dates) and an 8-byte hash of the whole record, in 35 bytes.
+Snapshots of a scope are spread over a few Redis hashes ("buckets") small enough
+that Redis keeps each in its compact listpack encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from typing import Any
+
+from bridge.absorb.timefmt import format_rfc3339
+
+#: Entries a bucket should hold at most: under Redis's default listpack limit of 128.
+BUCKET_TARGET = 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NONE_STATUS = 255
+_LAYOUT = struct.Struct("<BBBffqq8s")
+
+
+class Kind(IntEnum):
+    """Which sort of record a snapshot is of."""
+
+    course_enrollment = 1
+    lesson_enrollment = 2
+    chapter_enrollment = 3
+    session_enrollment = 4
+    attempt = 5
+
+
+_ACTIVE, _ACTIVE_KNOWN, _HAS_PROGRESS, _HAS_SCORE = 1, 2, 4, 8
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The remembered state of one record."""
+
+    kind: Kind
+    status: int | None
+    progress: float | None
+    score: float | None
+    is_active: bool | None
+    date_edited: datetime | None
+    date_completed: datetime | None
+    digest: bytes
+
+    def pack(self) -> bytes:
+        """The snapshot as stored in Redis."""
+        flags = 0
+        if self.is_active is not None:
+            flags |= _ACTIVE_KNOWN | (_ACTIVE if self.is_active else 0)
+        if self.progress is not None:
+            flags |= _HAS_PROGRESS
+        if self.score is not None:
+            flags |= _HAS_SCORE
+        return _LAYOUT.pack(
+            int(self.kind),
+            _NONE_STATUS if self.status is None else self.status,
+            flags,
+            self.progress or 0.0,
+            self.score or 0.0,
+            _micros(self.date_edited),
+            _micros(self.date_completed),
+            self.digest,
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Snapshot:
+        """Read a stored snapshot back."""
+        kind, status, flags, progress, score, edited, completed, digest = _LAYOUT.unpack(data)
+        return cls(
+            kind=Kind(kind),
+            status=None if status == _NONE_STATUS else status,
+            progress=_round(progress) if flags & _HAS_PROGRESS else None,
+            score=_round(score) if flags & _HAS_SCORE else None,
+            is_active=bool(flags & _ACTIVE) if flags & _ACTIVE_KNOWN else None,
+            date_edited=_from_micros(edited),
+            date_completed=_from_micros(completed),
+            digest=digest,
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The snapshot in Absorb's field names, as events show it under `data.previous`."""
+        return {
+            "status": self.status,
+            "progress": self.progress,
+            "score": self.score,
+            "isActive": self.is_active,
+            "dateEdited": _iso(self.date_edited),
+            "dateCompleted": _iso(self.date_completed),
+        }
+
+
+def digest(raw: dict[str, Any]) -> bytes:
+    """An 8-byte hash of a record as Absorb sent it (keys sorted, so order does not matter)."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+def field_key(record_id: str) -> bytes:
+    """The hash field a record's snapshot is stored under: 16 raw bytes for a GUID."""
+    try:
+        return uuid.UUID(record_id).bytes
+    except ValueError:
+        return record_id.encode()
+
+
+def record_id(field: bytes) -> str:
+    """The record id back from its hash field."""
+    if len(field) == 16:
+        return str(uuid.UUID(bytes=field))
+    return field.decode()
+
+
+def bucket_of(record_id: str, buckets: int) -> int:
+    """Which of a scope's `buckets` hashes holds the record."""
+    return zlib.crc32(record_id.lower().encode()) % buckets
+
+
+def buckets_for(records: int) -> int:
+    """How many buckets a scope of this many records should be spread over."""
+    return max(1, math.ceil(records / BUCKET_TARGET))
+
+
+def _micros(value: datetime | None) -> int:
+    if value is None:
+        return 0
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(value: int) -> datetime | None:
+    return None if value == 0 else _EPOCH + timedelta(microseconds=value)
+
+
+def _round(value: float) -> float:
+    # Stored as float32: round back to what Absorb sends (two decimals at most).
+    return round(value, 4)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else format_rfc3339(value)

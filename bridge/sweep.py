@@ -1,0 +1,476 @@
+"""Sweeping one scope: read what changed since the watermark, diff it, commit it page by page.
+
+Absorb's lists shift under a reader: a record edited while a client pages moves
+to the end of a `dateEdited` sort, and offset paging then skips whatever slid
+into the pages already read. So a sweep does not page by offset. It asks for
+`dateEdited ge T` sorted by `dateEdited,id` from the first page every time, and
+moves T to the newest `dateEdited` it has committed, skipping the records it
+has already handled at exactly T. Only when a whole page shares one timestamp
+does it step through that group by offset, and then it reads the group again
+until a pass finds nothing new, so an edit during the walk cannot hide a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from bridge import clock, keys
+from bridge.absorb.client import AbsorbClient, RawPage
+from bridge.absorb.filters import Filter
+from bridge.absorb.filters import field as f
+from bridge.absorb.paths import Op
+from bridge.absorb.timefmt import format_datetime, format_rfc3339, parse_datetime
+from bridge.diff import Change, Diff, Observation, diff, removed
+from bridge.events import cloud_event
+from bridge.feeds import Scope, Unreadable, observe
+from bridge.snapshots import Kind, Snapshot, bucket_of, buckets_for, field_key, record_id
+from bridge.store import Commit, Conflict, OutboxEvent, SnapshotWrite, Store
+
+log = structlog.get_logger(__name__)
+
+_SORT = "dateEdited,id"
+_CONFLICT_RETRIES = 5
+#: Drill-down records of a course scope get this many buckets per bucket of enrollments.
+_DETAIL_BUCKETS = 4
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TICK = timedelta(microseconds=1)
+
+
+@dataclass
+class SweepResult:
+    """What one sweep of a scope did."""
+
+    pages: int = 0
+    records: int = 0
+    changed: int = 0
+    events: int = 0
+    quarantined: int = 0
+    removed: int = 0
+    watermark: datetime | None = None
+    full: bool = False
+
+
+@dataclass
+class _Cursor:
+    """Where the sweep stands: the lower bound and what it has handled at exactly that time."""
+
+    lower: datetime | None
+    offset: int = 0
+    at_lower: set[str] = field(default_factory=set)
+    #: Offset walks through one timestamp that still need a verifying pass.
+    group: datetime | None = None
+
+
+def to_us(value: datetime) -> int:
+    """Microseconds since the epoch (how watermarks are stored)."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(value: int) -> datetime:
+    """A watermark back as a datetime."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+class Sweeper:
+    """Sweeps scopes for one tenant; the daemon, `resync` and tests all call `sweep()`."""
+
+    def __init__(
+        self,
+        client: AbsorbClient,
+        store: Store,
+        *,
+        source: str,
+        page_size: int | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.source = source
+        self.page_size = page_size or client.page_size
+
+    async def sweep(self, scope: Scope, token: str, *, full: bool = False) -> SweepResult:
+        """Sweep `scope` while holding lease `token`; `full` re-reads everything and finds removals.
+
+        Every page is committed atomically with the watermark, so a sweep that fails
+        part-way resumes where its last page left off.
+        """
+        run = _Run(self, scope, token, full=full)
+        return await run.go()
+
+
+class _Run:
+    """The state of one sweep of one scope."""
+
+    def __init__(self, sweeper: Sweeper, scope: Scope, token: str, *, full: bool) -> None:
+        self.s = sweeper
+        self.store = sweeper.store
+        self.scope = scope
+        self.feed = scope.feed
+        self.token = token
+        self.full = full
+        self.result = SweepResult(full=full)
+        self.seen: set[str] = set()
+        self.buckets = 0
+        self.baseline_done = False
+        self.quarantine_keys: set[str] = set()
+
+    async def go(self) -> SweepResult:
+        state = await self.store.scope_state(self.feed.name, self.scope.key)
+        self.buckets = int(state.get("buckets", "0"))
+        self.baseline_done = state.get("baseline") == "done"
+        watermark = int(state.get("watermark", "0"))
+        prefix = f"{self.scope.key}|"
+        self.quarantine_keys = {
+            k for k in await self.store.quarantined(self.feed.name) if k.startswith(prefix)
+        }
+        lower = None
+        if watermark and not self.full:
+            lower = from_us(watermark) - timedelta(seconds=self.feed.lookback_s)
+        await self._walk(_Cursor(lower))
+        if self.full:
+            await self._find_removed()
+        finished = {"baseline": "done", "swept_at": format_rfc3339(clock.now())}
+        if self.full:
+            finished["reconciled_at"] = finished["swept_at"]
+        await self.store.set_scope_state(self.feed.name, self.scope.key, finished)
+        return self.result
+
+    # -- paging -----------------------------------------------------------------------------
+
+    async def _walk(self, cursor: _Cursor) -> None:
+        while True:
+            page = await self._page(cursor)
+            fresh = [r for r in page.items if not self._handled(r, cursor)]
+            newest = await self._process(fresh, page)
+            short = len(page.items) < self.s.page_size
+            if newest is not None and (cursor.lower is None or newest > cursor.lower):
+                if cursor.group is not None:
+                    await self._verify_group(cursor)
+                cursor.at_lower = {
+                    i for r in page.items if (i := _rid(r)) is not None and _edited(r) == newest
+                }
+                cursor.lower, cursor.offset = newest, 0
+            elif not short:
+                # The whole page sits at one timestamp (or cannot be placed): step deeper.
+                cursor.group = cursor.group or cursor.lower
+                cursor.at_lower |= {i for r in page.items if (i := _rid(r)) is not None}
+                cursor.offset += 1
+            if short:
+                if cursor.group is not None:
+                    await self._verify_group(cursor)
+                return
+
+    async def _verify_group(self, cursor: _Cursor) -> None:
+        """Read a same-timestamp group again until a pass finds nothing it had not handled."""
+        group = cursor.group
+        cursor.group = None
+        if group is None:
+            return
+        while True:
+            found = False
+            offset = 0
+            while True:
+                # A range, not `eq`: Absorb keeps ticks (100 ns), the bridge microseconds.
+                at_group = f("dateEdited").ge(group) & f("dateEdited").lt(group + _TICK)
+                page = await self._request(at_group, offset)
+                fresh = [r for r in page.items if _rid(r) not in cursor.at_lower]
+                if fresh:
+                    found = True
+                    await self._process(fresh, page)
+                    cursor.at_lower |= {i for r in fresh if (i := _rid(r)) is not None}
+                if len(page.items) < self.s.page_size:
+                    break
+                offset += 1
+            if not found:
+                return
+
+    async def _page(self, cursor: _Cursor) -> RawPage:
+        condition = None if cursor.lower is None else f("dateEdited").ge(cursor.lower)
+        return await self._request(condition, cursor.offset)
+
+    async def _request(self, condition: Filter | None, offset: int) -> RawPage:
+        params = {"_filter": None if condition is None else str(condition), "_sort": _SORT}
+        pages = self.s.client.pages(
+            self.scope.op,
+            self.scope.items_key,
+            self.scope.ids,
+            params,
+            page_size=self.s.page_size,
+            first_page=offset,
+        )
+        try:
+            page = await anext(pages)
+        finally:
+            await pages.aclose()
+        self.result.pages += 1
+        if not self.buckets:
+            self.buckets = buckets_for(page.total_items)
+        return page
+
+    def _handled(self, raw: object, cursor: _Cursor) -> bool:
+        rid = _rid(raw)
+        if rid is None:
+            return False
+        return rid in cursor.at_lower and (cursor.lower is None or _edited(raw) == cursor.lower)
+
+    # -- one batch: observe, diff, drill down, commit ------------------------------------------
+
+    async def _process(self, batch: list[object], page: RawPage) -> datetime | None:
+        """Diff and commit a batch; returns the newest `dateEdited` among its readable records."""
+        quarantine: dict[str, str] = {}
+        seen = self._observe_all(self.scope.kind, batch, quarantine)
+        self.seen.update(o.id for o in seen)
+        self.result.records += len(batch)
+        dates = [o.date_edited for o in seen if o.date_edited is not None]
+        newest = max(dates) if dates else None
+        for _ in range(_CONFLICT_RETRIES):
+            commit = Commit(quarantine=dict(quarantine), state={"buckets": str(self.buckets)})
+            if newest is not None:
+                commit.watermark_us = to_us(newest)
+            await self._diff_into(commit, seen)
+            self.result.quarantined += sum(1 for v in commit.quarantine.values() if v)
+            try:
+                await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
+            except Conflict:
+                continue
+            self.result.events += len(commit.events)
+            if newest is not None:
+                self.result.watermark = max(newest, self.result.watermark or newest)
+            return newest
+        raise Conflict(f"{self.scope}: snapshots kept changing under the sweep")
+
+    def _observe_all(
+        self,
+        kind: Kind,
+        raws: Iterable[Any],
+        quarantine: dict[str, str],
+        parent: Observation | None = None,
+    ) -> list[Observation]:
+        """Read raw records; the unreadable go to `quarantine` and the sweep goes on."""
+        seen: list[Observation] = []
+        course = parent.course_id if parent else self.scope.course_id
+        when = parent.date_edited if parent else None
+        for raw in raws:
+            try:
+                seen.append(observe(kind, raw, course_id=course, fallback_time=when))
+            except Unreadable as e:
+                qkey = f"{self.scope.key}|{e.record_id or _fingerprint(raw)}"
+                quarantine[qkey] = _quarantine_entry(raw, str(e), self.scope, kind)
+                log.warning(
+                    "sweep.quarantined",
+                    feed=self.feed.name,
+                    scope=self.scope.key,
+                    kind=kind.name,
+                    record=e.record_id,
+                    error=str(e),
+                )
+        for obs in seen:
+            qkey = f"{self.scope.key}|{obs.id}"
+            if qkey in self.quarantine_keys:
+                quarantine[qkey] = ""
+                self.quarantine_keys.discard(qkey)
+        return seen
+
+    async def _diff_into(self, commit: Commit, seen: list[Observation]) -> None:
+        emit_created = self.baseline_done or self.feed.emit_on_first_sync
+        stored = await self._snapshots(seen, details=False)
+        for obs in seen:
+            previous = stored[obs.id]
+            outcome = diff(
+                _unpack(previous),
+                obs,
+                emit_created=emit_created,
+                progress_events=self.feed.progress_events,
+            )
+            self._add(commit, obs, previous, outcome, details=False)
+            if outcome.snapshot is not None and obs.kind == Kind.course_enrollment:
+                self.result.changed += 1
+                if self.feed.details and self.baseline_done:
+                    await self._drill_down(commit, obs, _unpack(previous))
+
+    def _add(
+        self,
+        commit: Commit,
+        obs: Observation,
+        previous: bytes | None,
+        outcome: Diff,
+        *,
+        details: bool,
+    ) -> None:
+        if outcome.snapshot is None:
+            return
+        commit.snapshots.append(
+            SnapshotWrite(
+                self._bucket_key(obs.id, details),
+                field_key(obs.id),
+                previous or b"",
+                outcome.snapshot.pack(),
+            )
+        )
+        commit.events.extend(self._event(change) for change in outcome.changes)
+
+    def _event(self, change: Change) -> OutboxEvent:
+        event = cloud_event(self.s.source, change)
+        course = (change.current.course_id if change.current else None) or self.scope.course_id
+        return OutboxEvent(
+            id=event["id"],
+            subject=change.subject,
+            type=event["type"],
+            feed=self.feed.name,
+            course_id=course or "",
+            json=json.dumps(event, separators=(",", ":")),
+        )
+
+    async def _snapshots(
+        self, seen: Iterable[Observation], *, details: bool
+    ) -> dict[str, bytes | None]:
+        wanted = [(o.id, self._bucket_key(o.id, details)) for o in seen]
+        values = await self.store.read_snapshots([(key, field_key(rid)) for rid, key in wanted])
+        return {rid: value for (rid, _), value in zip(wanted, values, strict=True)}
+
+    def _bucket_key(self, rid: str, details: bool) -> str:
+        count = self.buckets * (_DETAIL_BUCKETS if details else 1)
+        return keys.snapshot_bucket(
+            self.store.prefix,
+            self.feed.name,
+            self.scope.key,
+            bucket_of(rid, count),
+            details=details,
+        )
+
+    # -- drill-down -----------------------------------------------------------------------------
+
+    async def _drill_down(
+        self, commit: Commit, parent: Observation, before: Snapshot | None
+    ) -> None:
+        """Fetch and diff the lessons, chapters and attempts of a course enrollment that changed."""
+        user, course = parent.raw.get("userId"), parent.course_id
+        if not isinstance(user, str) or not course:
+            return
+        since = before.date_edited if before else None
+        ids = {"user_id": user, "course_id": course}
+        found: list[Observation] = []
+        if "lessons" in self.feed.details or "attempts" in self.feed.details:
+            # modifiedSince is exclusive on some tenants: ask from just before the last edit.
+            params = {"modifiedSince": format_datetime(since - _TICK) if since else None}
+            raws = await self._raw_list(Op.LIST_USER_LESSON_ENROLLMENTS, ids, params)
+            found += self._observe_all(Kind.lesson_enrollment, raws, commit.quarantine, parent)
+        if "chapters" in self.feed.details:
+            raws = await self._raw_list(Op.LIST_CHAPTER_ENROLLMENTS, ids, {})
+            found += self._observe_all(Kind.chapter_enrollment, raws, commit.quarantine, parent)
+        stored = await self._snapshots(found, details=True)
+        attempts_of: list[Observation] = []
+        for obs in found:
+            outcome = self._diff_detail(obs, stored[obs.id], before)
+            self._add(commit, obs, stored[obs.id], outcome, details=True)
+            if (
+                "attempts" in self.feed.details
+                and obs.kind == Kind.lesson_enrollment
+                and outcome.snapshot is not None
+                and obs.raw.get("attempts")
+            ):
+                attempts_of.append(obs)
+        await self._attempts(commit, parent, attempts_of, before)
+
+    async def _attempts(
+        self,
+        commit: Commit,
+        parent: Observation,
+        lessons: list[Observation],
+        before: Snapshot | None,
+    ) -> None:
+        user, course = str(parent.raw.get("userId")), parent.course_id or ""
+        found: list[Observation] = []
+        for lesson in lessons:
+            lesson_id = lesson.raw.get("lessonId")
+            if not isinstance(lesson_id, str):
+                continue
+            ids = {"user_id": user, "course_id": course, "lesson_id": lesson_id}
+            raws = await self._raw_list(Op.LIST_LESSON_ATTEMPTS, ids, {})
+            found += self._observe_all(Kind.attempt, raws, commit.quarantine, parent)
+        stored = await self._snapshots(found, details=True)
+        for obs in found:
+            outcome = self._diff_detail(obs, stored[obs.id], before)
+            self._add(commit, obs, stored[obs.id], outcome, details=True)
+
+    async def _raw_list(
+        self, op: Op, ids: dict[str, str], params: dict[str, str | None]
+    ) -> list[Any]:
+        data = await self.s.client.transport.request(op, ids=ids, params=params)
+        if not isinstance(data, list):
+            raise Unreadable(f"{op.route}: expected a JSON array", None)
+        return data
+
+    def _diff_detail(
+        self, obs: Observation, stored: bytes | None, parent_before: Snapshot | None
+    ) -> Diff:
+        # A lesson the bridge never saw, last touched before the parent's previous edit,
+        # is history: record it silently rather than announce it as new.
+        old = parent_before.date_edited if parent_before else None
+        fresh = old is None or (obs.time is not None and obs.time > old)
+        return diff(
+            _unpack(stored), obs, emit_created=fresh, progress_events=self.feed.progress_events
+        )
+
+    # -- reconciliation -------------------------------------------------------------------------
+
+    async def _find_removed(self) -> None:
+        """After a full sweep: snapshots of records the sweep did not see are `removed`."""
+        for bucket in range(self.buckets):
+            key = keys.snapshot_bucket(self.store.prefix, self.feed.name, self.scope.key, bucket)
+            gone: list[tuple[str, bytes, Snapshot]] = []
+            for fld, value in (await self.store.scan_bucket(key)).items():
+                rid = record_id(fld)
+                snap = Snapshot.unpack(value)
+                if snap.kind == self.scope.kind and rid not in self.seen:
+                    gone.append((rid, value, snap))
+            if not gone:
+                continue
+            commit = Commit()
+            for rid, value, snap in gone:
+                commit.snapshots.append(SnapshotWrite(key, field_key(rid), value, b""))
+                commit.events.append(self._event(removed(snap.kind, rid, snap)))
+            await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
+            self.result.removed += len(gone)
+            self.result.events += len(gone)
+
+
+def _unpack(value: bytes | None) -> Snapshot | None:
+    return None if value is None else Snapshot.unpack(value)
+
+
+def _rid(raw: object) -> str | None:
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value.lower() if isinstance(value, str) else None
+
+
+def _edited(raw: object) -> datetime | None:
+    value = raw.get("dateEdited") if isinstance(raw, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        return None
+
+
+def _fingerprint(raw: object) -> str:
+    return hashlib.sha256(repr(raw).encode()).hexdigest()[:16]
+
+
+def _quarantine_entry(raw: object, error: str, scope: Scope, kind: Kind) -> str:
+    return json.dumps(
+        {
+            "scope": scope.key,
+            "kind": kind.name,
+            "raw": json.dumps(raw, default=str),
+            "error": error,
+            "at": format_rfc3339(clock.now()),
+        }
+    )
