@@ -54,3 +54,8 @@ def fence(prefix: str, feed: str, scope: str) -> str:
 def quarantine(prefix: str, feed: str) -> str:
     """Records Absorb sent that could not be read, with their raw text and the error."""
     return f"{prefix}:quarantine:{feed}"
+
+
+def sink_group(sink: str) -> str:
+    """The outbox consumer group of one sink (a group name, not a key)."""
+    return f"sink:{sink}"

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from bridge.absorb.client import AbsorbClient
 from bridge.feeds import FeedSpec, Scope, course_scope
 from bridge.store import Store
-from bridge.sweep import SweepResult, Sweeper
+from bridge.sweep import Sweeper, SweepResult
 from tests.conftest import SimHandle
 
 LEASE_MS = 30_000

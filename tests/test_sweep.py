@@ -150,7 +150,7 @@ async def test_nothing_lost_or_doubled_while_records_move_under_the_pages(
     await engine.sim.set_faults(mutate_while_paging=2)
     for _round in range(12):
         for rid in rng.sample(sorted(baseline), 30):
-            status = rng.choice([s for s in Status])
+            status = rng.choice(list(Status))
             await engine.sim.control("PATCH", f"records/{rid}", {"set": {"status": int(status)}})
         await engine.sweep(scope)
     await engine.sim.set_faults(mutate_while_paging=0)

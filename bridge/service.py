@@ -1,0 +1,273 @@
+"""The daemon: one object that sweeps every feed's scopes and delivers the outbox to every sink.
+
+Its loops are steppable: `sweep_once()` sweeps every scope that is due and whose
+lease this replica can take, `deliver_once()` moves the outbox to the sinks. The
+daemon repeats them; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+
+from bridge import clock
+from bridge.absorb.client import AbsorbClient
+from bridge.absorb.timefmt import format_rfc3339, parse_datetime
+from bridge.delivery import Deliverer
+from bridge.errors import BridgeError
+from bridge.feeds import FeedSpec, Scope, discover_scopes
+from bridge.routes import Route
+from bridge.sinks.base import Sink
+from bridge.store import Fenced, Store
+from bridge.sweep import Sweeper, SweepResult
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How the daemon paces itself."""
+
+    #: A replica that dies mid-sweep holds its scopes at most this long.
+    lease_ttl_s: float = 30.0
+    #: How often the list of courses of an every-course feed is asked again.
+    discovery_interval_s: float = 600.0
+    #: Scopes swept at once by one replica (they share the Absorb request budget).
+    concurrency: int = 4
+    #: How long the loop rests when nothing was due.
+    idle_s: float = 1.0
+    #: Grace period on stop before in-flight work is cancelled.
+    grace_s: float = 10.0
+
+
+@dataclass
+class _Feed:
+    spec: FeedSpec
+    scopes: list[Scope] = field(default_factory=list)
+    discovered_at: float | None = None
+
+
+class Bridge:
+    """Sweeps, detects and delivers until stopped."""
+
+    def __init__(
+        self,
+        *,
+        client: AbsorbClient,
+        store: Store,
+        feeds: Sequence[FeedSpec],
+        sinks: Sequence[Sink],
+        routes: Sequence[Route],
+        source: str,
+        page_size: int | None = None,
+        timing: Timing | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.timing = timing or Timing()
+        self.sweeper = Sweeper(client, store, source=source, page_size=page_size)
+        self.feeds = [_Feed(spec) for spec in feeds]
+        self.sinks = list(sinks)
+        self.deliverers = [
+            Deliverer(store.redis, store.prefix, sink, routes, consumer=store.owner)
+            for sink in sinks
+        ]
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the sinks and consumer groups, then run the sweep and delivery loops."""
+        for sink in self.sinks:
+            await sink.start()
+        for deliverer in self.deliverers:
+            await deliverer.setup()
+        self._tasks = [asyncio.create_task(self._sweep_loop(), name="sweep")]
+        self._tasks += [
+            asyncio.create_task(self._deliver_loop(d), name=f"deliver-{d.sink.name}")
+            for d in self.deliverers
+        ]
+
+    def request_stop(self) -> None:
+        """Ask the loops to finish what they are doing and stop (signal handlers call this)."""
+        self._stop.set()
+
+    async def wait(self) -> None:
+        """Until the loops have stopped."""
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Stop within the grace period, then cancel; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self.timing.grace_s)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for sink in self.sinks:
+            await sink.close()
+
+    # -- sweeping --------------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                swept = await self.sweep_once()
+            except BridgeError as e:
+                log.error("sweep.failed", error=str(e))
+                swept = 0
+            if not swept:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.timing.idle_s)
+
+    async def sweep_once(self, *, force: bool = False) -> int:
+        """Sweep every scope that is due (all of them with `force`); returns how many were swept."""
+        due: list[tuple[Scope, bool]] = []
+        for feed in self.feeds:
+            await self._discover(feed)
+            for scope in feed.scopes:
+                verdict = await self._due(scope, force=force)
+                if verdict is not None:
+                    due.append((scope, verdict))
+        random.shuffle(due)  # replicas that start together should not chase the same scopes
+        gate = asyncio.Semaphore(self.timing.concurrency)
+
+        async def one(scope: Scope, full: bool) -> bool:
+            async with gate:
+                if self._stop.is_set():
+                    return False
+                return await self.sweep_scope(scope, full=full) is not None
+
+        done = await asyncio.gather(*(one(s, full) for s, full in due))
+        return sum(done)
+
+    async def sweep_scope(self, scope: Scope, *, full: bool = False) -> SweepResult | None:
+        """Sweep one scope under its lease; None when another replica holds it."""
+        feed, ttl_ms = scope.feed.name, int(self.timing.lease_ttl_s * 1000)
+        token = await self.store.acquire(feed, scope.key, ttl_ms)
+        if token is None:
+            return None
+        renewer = asyncio.create_task(self._renew(scope, token, ttl_ms))
+        try:
+            result = await self.sweeper.sweep(scope, token, full=full)
+        except Fenced as e:
+            log.warning("sweep.fenced", feed=feed, scope=scope.key, error=str(e))
+            return None
+        except BridgeError as e:
+            log.error("sweep.scope_failed", feed=feed, scope=scope.key, error=str(e))
+            await self.store.set_scope_state(feed, scope.key, {"last_error": str(e)[:500]})
+            return None
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await self.store.release(feed, scope.key, token)
+        await self._schedule(scope, result)
+        log.info(
+            "sweep.done",
+            feed=feed,
+            scope=scope.key,
+            records=result.records,
+            events=result.events,
+            pages=result.pages,
+            full=full,
+        )
+        return result
+
+    async def _renew(self, scope: Scope, token: str, ttl_ms: int) -> None:
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            if not await self.store.renew(scope.feed.name, scope.key, token, ttl_ms):
+                log.warning("lease.lost", feed=scope.feed.name, scope=scope.key)
+                return
+
+    async def _discover(self, feed: _Feed) -> None:
+        now = clock.monotonic()
+        stale = feed.discovered_at is None or (
+            now - feed.discovered_at > self.timing.discovery_interval_s
+        )
+        if not stale:
+            return
+        try:
+            feed.scopes = await discover_scopes(feed.spec, self.client)
+            feed.discovered_at = now
+        except BridgeError as e:
+            log.error("feed.discovery_failed", feed=feed.spec.name, error=str(e))
+            if feed.discovered_at is None:
+                raise
+
+    async def _due(self, scope: Scope, *, force: bool) -> bool | None:
+        """None if not due; else whether the sweep should be a full reconciliation."""
+        state = await self.store.scope_state(scope.feed.name, scope.key)
+        now = clock.now()
+        reconciled = state.get("reconciled_at") or state.get("created_at")
+        full = reconciled is not None and (
+            (now - parse_datetime(reconciled)).total_seconds() >= scope.feed.reconcile_every_s
+        )
+        if "created_at" not in state:
+            await self.store.set_scope_state(
+                scope.feed.name, scope.key, {"created_at": format_rfc3339(now)}
+            )
+        if force:
+            return full
+        next_at = state.get("next_at")
+        if next_at is not None and parse_datetime(next_at) > now:
+            return None
+        return full
+
+    async def _schedule(self, scope: Scope, result: SweepResult) -> None:
+        """Quiet scopes back off (doubling up to `max_interval`); a change resets the pace."""
+        feed = scope.feed
+        state = await self.store.scope_state(feed.name, scope.key)
+        interval = float(state.get("interval_s", feed.interval_s))
+        if result.events or result.changed:
+            interval = feed.interval_s
+        else:
+            interval = min(max(feed.interval_s, interval * 2), feed.max_interval_s)
+        next_at = clock.now() + timedelta(seconds=interval)
+        await self.store.set_scope_state(
+            feed.name,
+            scope.key,
+            {
+                "interval_s": f"{interval:g}",
+                "next_at": format_rfc3339(next_at),
+                "last_error": "",
+            },
+        )
+
+    # -- delivering ------------------------------------------------------------------------
+
+    async def _deliver_loop(self, deliverer: Deliverer) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                settled = await deliverer.deliver_once(block_ms=500)
+                failures = 0 if settled or deliverer.last_error is None else failures + 1
+            except BridgeError as e:
+                log.error("delivery.loop_failed", sink=deliverer.sink.name, error=str(e))
+                failures += 1
+            if failures:
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+            deliverer.last_error = None
+
+    async def deliver_once(self) -> int:
+        """One delivery step for every sink; returns the entries settled."""
+        total = 0
+        for deliverer in self.deliverers:
+            total += await deliverer.deliver_once()
+        return total
