@@ -74,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="a fault to play from the start, e.g. error_rate=0.1 (repeatable)",
     )
 
+    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help)
+        command.add_argument(
+            "--config",
+            default=None,
+            metavar="FILE",
+            help="the config file (or ABSORB_BRIDGE_CONFIG)",
+        )
+        return command
+
+    with_config("run", "sweep, detect and deliver until SIGTERM/SIGINT")
+    with_config("check-config", "validate the config and print it with secrets masked")
+    status = with_config("status", "watermarks and lag per feed, backlog per sink")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    resync = with_config("resync", "a full reconciliation sweep of one feed, now")
+    resync.add_argument("--feed", required=True, metavar="NAME")
+
     demo = sub.add_parser("demo", help="watch the pipeline work on a simulated tenant")
     demo.add_argument(
         "--duration", type=_duration, default=None, help="stop by itself after this long (e.g. 30s)"
@@ -88,6 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "run":
+            from bridge.commands.run import run
+
+            return run(args.config)
+        if args.command == "check-config":
+            from bridge.commands.check_config import check_config
+
+            return check_config(args.config)
+        if args.command == "status":
+            from bridge.commands.status import status
+
+            return status(args.config, as_json=args.json)
+        if args.command == "resync":
+            from bridge.commands.resync import resync
+
+            return resync(args.config, args.feed)
         if args.command == "demo":
             from bridge.demo import run_demo
 

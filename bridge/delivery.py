@@ -112,15 +112,20 @@ class Deliverer:
         return True
 
     async def backlog(self) -> dict[str, int]:
-        """Entries not yet read by the sink (`lag`) and read but not acknowledged (`pending`)."""
-        try:
-            groups = await self.redis.xinfo_groups(self.stream)
-        except ResponseError:
-            return {"lag": 0, "pending": 0}
-        for group in groups:
-            if _text(group["name"]) == self.group:
-                return {"lag": int(group.get("lag") or 0), "pending": int(group["pending"])}
+        """This sink's backlog (see `backlog`)."""
+        return await backlog(self.redis, self.stream, self.group)
+
+
+async def backlog(redis: Redis, stream: str, group: str) -> dict[str, int]:
+    """Entries a sink has not read yet (`lag`) and read but not acknowledged (`pending`)."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:
         return {"lag": 0, "pending": 0}
+    for info in groups:
+        if _text(info["name"]) == group:
+            return {"lag": int(info.get("lag") or 0), "pending": int(info["pending"])}
+    return {"lag": 0, "pending": 0}
 
 
 def _text(value: Any) -> str:

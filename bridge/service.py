@@ -79,7 +79,10 @@ class Bridge:
             for sink in sinks
         ]
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        #: Set once sweeping has stopped, so delivery can drain what the last sweeps wrote.
+        self._drain = asyncio.Event()
+        self._sweeping: asyncio.Task[None] | None = None
+        self._delivering: list[asyncio.Task[None]] = []
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -90,8 +93,8 @@ class Bridge:
             await sink.start()
         for deliverer in self.deliverers:
             await deliverer.setup()
-        self._tasks = [asyncio.create_task(self._sweep_loop(), name="sweep")]
-        self._tasks += [
+        self._sweeping = asyncio.create_task(self._sweep_loop(), name="sweep")
+        self._delivering = [
             asyncio.create_task(self._deliver_loop(d), name=f"deliver-{d.sink.name}")
             for d in self.deliverers
         ]
@@ -105,18 +108,20 @@ class Bridge:
         await self._stop.wait()
 
     async def stop(self) -> None:
-        """Stop within the grace period, then cancel; safe to call twice."""
+        """Stop sweeping, let delivery drain the outbox, all within the grace period; idempotent.
+
+        What is still undelivered when the grace period ends stays in the outbox and
+        goes out after the next start.
+        """
         if self._stopped:
             return
         self._stopped = True
         self._stop.set()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=self.timing.grace_s)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        deadline = asyncio.get_running_loop().time() + self.timing.grace_s
+        if self._sweeping is not None:
+            await _finish([self._sweeping], self.timing.grace_s)
+        self._drain.set()
+        await _finish(self._delivering, max(0.0, deadline - asyncio.get_running_loop().time()))
         for sink in self.sinks:
             await sink.close()
 
@@ -176,7 +181,7 @@ class Bridge:
                 await renewer
             await self.store.release(feed, scope.key, token)
         await self._schedule(scope, result)
-        log.info(
+        (log.info if result.events else log.debug)(
             "sweep.done",
             feed=feed,
             scope=scope.key,
@@ -255,15 +260,21 @@ class Bridge:
         while not self._stop.is_set():
             try:
                 settled = await deliverer.deliver_once(block_ms=500)
-                failures = 0 if settled or deliverer.last_error is None else failures + 1
             except BridgeError as e:
                 log.error("delivery.loop_failed", sink=deliverer.sink.name, error=str(e))
-                failures += 1
+                settled = 0
+                deliverer.last_error = str(e)
+            failures = failures + 1 if deliverer.last_error and not settled else 0
+            deliverer.last_error = None
             if failures:
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
-            deliverer.last_error = None
+        # Sweeping has stopped once `_drain` is set: deliver what the last sweeps wrote,
+        # until caught up, a failure, or stop()'s deadline cancels this task.
+        await self._drain.wait()
+        while await deliverer.deliver_once() and deliverer.last_error is None:
+            pass
 
     async def deliver_once(self) -> int:
         """One delivery step for every sink; returns the entries settled."""
@@ -271,3 +282,15 @@ class Bridge:
         for deliverer in self.deliverers:
             total += await deliverer.deliver_once()
         return total
+
+
+async def _finish(tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None:
+    """Wait for tasks up to a timeout, then cancel the rest."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

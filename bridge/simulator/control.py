@@ -27,6 +27,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     app.router.add_patch("/_sim/records/{id}", c.patch_record)
     app.router.add_delete("/_sim/records/{id}", c.delete_record)
     app.router.add_get("/_sim/changes", c.changes)
+    app.router.add_get("/_sim/statuses", c.statuses)
     app.router.add_put("/_sim/activity", c.set_activity)
     app.router.add_post("/_sim/activity/steps", c.step_activity)
 
@@ -195,6 +196,15 @@ class Control:
         """Status changes the simulator made, oldest first, after `?after=SEQ`."""
         after = int(request.query.get("after", "0"))
         return json_response([c.to_json() for c in self.sim.tenant.changes if c.seq > after])
+
+    async def statuses(self, _request: web.Request) -> web.Response:
+        """Every course enrollment's status and whether it is active, by id."""
+        return json_response(
+            {
+                rid: {"status": ce.status, "isActive": ce.is_active}
+                for rid, ce in self.sim.tenant.enrollments.items()
+            }
+        )
 
     async def set_activity(self, request: web.Request) -> web.Response:
         """`{"per_second": R}` sets the rate of live activity (0 stops it)."""

@@ -1,0 +1,139 @@
+"""Building the bridge's parts from the config: the one place that turns settings into objects."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from bridge.absorb.client import AbsorbClient
+from bridge.absorb.token_cache import RedisTokenCache
+from bridge.absorb.transport import AbsorbTransport, Credentials
+from bridge.config import (
+    Config,
+    ConfigError,
+    FeedConfig,
+    FileSinkConfig,
+    SinkConfig,
+    StdoutSinkConfig,
+    config_path,
+    load_config,
+)
+from bridge.feeds import FeedSpec
+from bridge.routes import Route
+from bridge.sinks.base import Sink
+from bridge.sinks.file import FileSink
+from bridge.sinks.stdout import StdoutSink
+from bridge.store import Store
+
+
+def load(prog: str, path_arg: str | None, env: Mapping[str, str] | None = None) -> Config | int:
+    """The config, or an exit code after printing every problem (1) or the usage error (2)."""
+    env = os.environ if env is None else env
+    try:
+        path = config_path(path_arg, env)
+    except ConfigError as e:
+        print(f"absorb-bridge {prog}: {e}", file=sys.stderr)
+        return 2
+    try:
+        config, warnings = load_config(path, env)
+    except ConfigError as e:
+        count = len(e.problems)
+        print(
+            f"absorb-bridge {prog}: {count} problem{'' if count == 1 else 's'} in {path}:",
+            file=sys.stderr,
+        )
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
+
+
+def feed_spec(feed: FeedConfig) -> FeedSpec:
+    """A feed of the config in the engine's terms."""
+    return FeedSpec(
+        name=feed.name,
+        resource=feed.resource,
+        course_ids=tuple(feed.course_ids) if feed.course_ids is not None else None,
+        lessons=tuple((s.course_id, s.lesson_id) for s in feed.lessons or ()),
+        sessions=tuple((s.course_id, s.session_id) for s in feed.sessions or ()),
+        user_ids=tuple(feed.user_ids or ()),
+        interval_s=feed.interval_s,
+        max_interval_s=feed.max_interval_s,
+        lookback_s=feed.lookback_s,
+        emit_on_first_sync=feed.first_sync == "emit",
+        details=frozenset(feed.details),
+        progress_events=feed.progress_events,
+        reconcile_every_s=feed.reconcile_every_s,
+    )
+
+
+def routes(config: Config) -> list[Route]:
+    """The routes of the config."""
+
+    def some(values: list[str] | None) -> frozenset[str] | None:
+        return None if values is None else frozenset(values)
+
+    return [
+        Route(
+            sinks=tuple(r.sinks),
+            types=some(r.types),
+            statuses=some(r.statuses),
+            previous_statuses=some(r.previous_statuses),
+            course_ids=some(r.course_ids),
+            feeds=some(r.feeds),
+        )
+        for r in config.routes
+    ]
+
+
+def build_sink(sink: SinkConfig) -> Sink:
+    """The sink a config entry describes."""
+    if isinstance(sink, FileSinkConfig):
+        return FileSink(sink.name, sink.path, fsync=sink.fsync)
+    if isinstance(sink, StdoutSinkConfig):
+        return StdoutSink(sink.name, pretty=sink.format == "pretty")
+    message = f"sink '{sink.name}': this build of absorb-bridge cannot deliver to '{sink.type}' yet"
+    raise ConfigError([message])
+
+
+@dataclass
+class Parts:
+    """The connections every command shares."""
+
+    redis: aioredis.Redis
+    client: AbsorbClient
+    store: Store
+
+
+@asynccontextmanager
+async def connect(config: Config) -> AsyncIterator[Parts]:
+    """Redis, the Absorb client (sharing its token through Redis) and the store; closed on exit."""
+    redis = aioredis.Redis.from_url(config.redis.url)
+    absorb = config.absorb
+    cache = RedisTokenCache(
+        redis, prefix=config.redis.prefix, base_url=absorb.base_url, username=absorb.username
+    )
+    transport = AbsorbTransport(
+        absorb.base_url,
+        Credentials(
+            api_key=absorb.api_key.get_secret_value(),
+            username=absorb.username,
+            password=absorb.password.get_secret_value(),
+        ),
+        token_cache=cache,
+        max_requests_per_second=absorb.max_requests_per_second,
+        timeout_s=absorb.timeout_s,
+    )
+    client = AbsorbClient(transport, page_size=absorb.page_size)
+    try:
+        yield Parts(redis, client, Store(redis, config.redis.prefix))
+    finally:
+        await client.close()
+        await redis.aclose()
