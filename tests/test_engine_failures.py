@@ -300,3 +300,26 @@ async def test_file_sink_gets_routed_events_in_order(
     ]
     assert completes
     await bridge.stop()
+
+
+async def test_quiet_scopes_back_off_and_a_change_resets_the_pace(
+    start_simulator: StartSimulator, make_client: MakeClient, redis: aioredis.Redis
+) -> None:
+    """Each quiet sweep doubles a scope's interval up to max_interval; a change resets it."""
+    sim = await start_simulator(users=40)
+    feed = FeedSpec(name="pace", resource="course_enrollments", interval_s=10, max_interval_s=60)
+    bridge = Bridge(
+        client=make_client(sim.url), store=Store(redis, "pace"), feeds=[feed], sinks=[],
+        routes=[], source=sim.url,
+    )  # fmt: skip
+    course = max(sim.sim.tenant.by_course, key=lambda c: len(sim.sim.tenant.by_course[c]))
+    scope = course_scope(feed, course)
+    intervals = []
+    for _ in range(5):
+        await bridge.sweep_scope(scope)
+        intervals.append((await bridge.store.scope_state(feed.name, scope.key))["interval_s"])
+    assert intervals == ["10", "20", "40", "60", "60"]  # the baseline itself is news
+    rid = next(iter(sim.sim.tenant.by_course[course]))
+    await sim.control("PATCH", f"records/{rid}", {"set": {"status": int(Status.Absent)}})
+    await bridge.sweep_scope(scope)
+    assert (await bridge.store.scope_state(feed.name, scope.key))["interval_s"] == "10"
