@@ -108,18 +108,26 @@ def digest(raw: dict[str, Any]) -> bytes:
 
 
 def field_key(record_id: str) -> bytes:
-    """The hash field a record's snapshot is stored under: 16 raw bytes for a GUID."""
+    """The hash field a record's snapshot is stored under: 16 raw bytes for a GUID.
+
+    Any other id is stored as its text; a text of exactly 16 bytes gets a NUL in
+    front so that it can never be read back as a GUID.
+    """
     try:
-        return uuid.UUID(record_id).bytes
+        guid = uuid.UUID(record_id)
     except ValueError:
-        return record_id.encode()
+        guid = None
+    if guid is not None and str(guid) == record_id.lower():
+        return guid.bytes
+    text = record_id.encode()
+    return b"\x00" + text if len(text) == 16 else text
 
 
 def record_id(field: bytes) -> str:
     """The record id back from its hash field."""
     if len(field) == 16:
         return str(uuid.UUID(bytes=field))
-    return field.decode()
+    return field.removeprefix(b"\x00").decode()
 
 
 def bucket_of(record_id: str, buckets: int) -> int:
