@@ -1,0 +1,149 @@
+"""`run`, `status` and `resync` as a user runs them, against the simulator and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bridge.absorb.models import Status
+from tests.conftest import API_KEY, PASSWORD, USERNAME, SimHandle, StartSimulator
+
+BRIDGE = [sys.executable, "-m", "bridge"]
+
+
+def _config(tmp_path: Path, sim: SimHandle, redis_url: str, *, sinks: str, first_sync: str) -> Path:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        f"""
+absorb:
+  base_url: {sim.url}
+  api_key: ${{TEST_ABSORB_KEY}}
+  username: {USERNAME}
+  password_file: {tmp_path / "password"}
+  max_requests_per_second: 200
+redis:
+  url: {redis_url}
+  prefix: cmd-{secrets.token_hex(4)}
+feeds:
+  - name: courses
+    resource: course_enrollments
+    interval: 1s
+    lookback: 2s
+    first_sync: {first_sync}
+sinks:
+{sinks}
+routes:
+  - sinks: [out]
+"""
+    )
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    return path
+
+
+ENV = {**os.environ, "TEST_ABSORB_KEY": API_KEY}
+
+
+async def _cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *BRIDGE, *args, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _run_for(config: Path, seconds: float) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *BRIDGE, "run", "--config", str(config), env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.sleep(seconds)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in (API_KEY, PASSWORD):
+            assert secret not in text
+
+
+async def test_run_prints_events_to_stdout_and_stops_cleanly(
+    start_simulator: StartSimulator, redis_url: str, tmp_path: Path
+) -> None:
+    """`run` with a stdout sink prints one CloudEvent per line and exits 0 on SIGTERM."""
+    sim = await start_simulator(users=30, courses=2)
+    sinks = "  - name: out\n    type: stdout\n"
+    config = _config(tmp_path, sim, redis_url, sinks=sinks, first_sync="emit")
+    code, out, err = await _run_for(config, 6)
+    assert code == 0, err[-2000:]
+    events = [json.loads(line) for line in out.splitlines()]
+    assert {e["subject"] for e in events} == set(sim.sim.tenant.enrollments)
+    assert {e["type"] for e in events} == {"absorb.course_enrollment.created"}
+    _no_secrets(out, err)
+
+
+async def test_status_lists_scopes_and_quarantine_and_resync_retries(
+    start_simulator: StartSimulator, redis_url: str, tmp_path: Path
+) -> None:
+    """`status` shows watermarks and quarantine; `resync` reads the record again, finds removals."""
+    sim = await start_simulator(users=40, courses=2)
+    out_file = tmp_path / "events.jsonl"
+    sinks = f"  - name: out\n    type: file\n    path: {out_file}\n"
+    config = _config(tmp_path, sim, redis_url, sinks=sinks, first_sync="baseline")
+    records = list(sim.sim.tenant.enrollments.values())
+    bad, gone = records[0], records[1]
+    await sim.control("PATCH", f"records/{bad.id}", {"raw": {"dateEdited": "not a date"}})
+    code, _, err = await _run_for(config, 4)
+    assert code == 0, err[-2000:]
+
+    code, out, err = await _cli("status", "--config", str(config), "--json")
+    assert code == 0, err
+    report: dict[str, Any] = json.loads(out)
+    feed = report["feeds"][0]
+    assert len(feed["scopes"]) == 2
+    assert all(s["watermark"] for s in feed["scopes"])
+    assert [q["key"].split("|")[1] for q in feed["quarantined"]] == [bad.id]
+    assert "dateEdited" in feed["quarantined"][0]["error"]
+    code, table, _ = await _cli("status", "--config", str(config))
+    assert "quarantined" in table
+    assert bad.id in table
+    _no_secrets(out, table, err)
+
+    await sim.control(
+        "PATCH", f"records/{bad.id}", {"raw": None, "set": {"status": int(Status.Failed)}}
+    )
+    await sim.control("DELETE", f"records/{gone.id}")
+    code, out, err = await _cli("resync", "--config", str(config), "--feed", "courses")
+    assert code == 0, err
+    assert "1 removed" in out
+    assert "0 still quarantined" in out
+    code, out, _ = await _cli("status", "--config", str(config), "--json")
+    assert json.loads(out)["feeds"][0]["quarantined"] == []
+    code, out, err = await _cli("resync", "--config", str(config), "--feed", "nope")
+    assert code == 1
+    assert "no feed 'nope'" in out + err
+
+
+async def test_commands_without_a_config_are_usage_errors() -> None:
+    """No --config and no ABSORB_BRIDGE_CONFIG: exit 2 with a message saying what to pass."""
+    env = {k: v for k, v in ENV.items() if k != "ABSORB_BRIDGE_CONFIG"}
+    for command in ("run", "status", "check-config"):
+        proc = await asyncio.create_subprocess_exec(
+            *BRIDGE,
+            command,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode == 2
+        assert b"ABSORB_BRIDGE_CONFIG" in err
