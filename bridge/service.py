@@ -44,6 +44,8 @@ class Timing:
     idle_s: float = 1.0
     #: Grace period on stop before in-flight work is cancelled.
     grace_s: float = 10.0
+    #: How often outbox entries every sink has acknowledged are dropped.
+    trim_interval_s: float = 60.0
 
 
 @dataclass
@@ -128,12 +130,17 @@ class Bridge:
     # -- sweeping --------------------------------------------------------------------------
 
     async def _sweep_loop(self) -> None:
+        trimmed_at = clock.monotonic()
         while not self._stop.is_set():
             try:
                 swept = await self.sweep_once()
             except BridgeError as e:
                 log.error("sweep.failed", error=str(e))
                 swept = 0
+            if clock.monotonic() - trimmed_at > self.timing.trim_interval_s:
+                trimmed_at = clock.monotonic()
+                dropped = await self.store.trim_outbox()
+                log.debug("outbox.trimmed", entries=dropped)
             if not swept:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.timing.idle_s)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from bridge import keys
 
@@ -245,6 +246,32 @@ class Store:
         """Events in the outbox stream."""
         return int(await self.redis.xlen(keys.outbox(self.prefix)))
 
+    async def trim_outbox(self) -> int:
+        """Drop outbox entries every sink has read and acknowledged; returns how many went.
+
+        The floor is the oldest entry any consumer group still needs: its oldest
+        pending entry, or the entry after the last one it read. With no sink at all
+        nothing is trimmed.
+        """
+        stream = keys.outbox(self.prefix)
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError:
+            return 0
+        floors: list[tuple[int, int]] = []
+        for group in groups:
+            name = _text(group["name"])
+            pending = await self.redis.xpending(stream, name)
+            if pending and pending.get("pending"):
+                floors.append(_stream_id(_text(pending["min"])))
+            else:
+                ms, seq = _stream_id(_text(group["last-delivered-id"]))
+                floors.append((ms, seq + 1))
+        if not floors:
+            return 0
+        ms, seq = min(floors)
+        return int(await self.redis.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
+
     async def read_outbox(
         self, count: int = 1000, after: str = "-"
     ) -> list[tuple[str, dict[str, str]]]:
@@ -253,6 +280,11 @@ class Store:
         return [
             (_text(i), {_text(k): _text(v) for k, v in (f or {}).items()}) for i, f in entries or []
         ]
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _raw(value: bytes | str) -> bytes:

@@ -73,3 +73,26 @@ async def test_the_watermark_never_moves_back(redis: aioredis.Redis) -> None:
     await store.commit(FEED, SCOPE, token, Commit(watermark_us=2_000))
     await store.commit(FEED, SCOPE, token, Commit(watermark_us=1_000))
     assert (await store.scope_state(FEED, SCOPE))["watermark"] == "2000"
+
+
+async def test_the_outbox_keeps_what_any_sink_still_needs(redis: aioredis.Redis) -> None:
+    """Trimming drops only entries every sink's group has read and acknowledged."""
+    store = Store(redis, "trim")
+    token = await store.acquire(FEED, SCOPE, 10_000)
+    assert token is not None
+    events = [
+        OutboxEvent(id=f"e{n}", subject="s", type="t", feed=FEED, course_id="", json="{}")
+        for n in range(5)
+    ]
+    await store.commit(FEED, SCOPE, token, Commit(events=events))
+    stream = "trim:outbox"
+    for group in ("sink:a", "sink:b"):
+        await redis.xgroup_create(stream, group, id="0")
+    read = await redis.xreadgroup("sink:a", "c", {stream: ">"}, count=5)
+    ids = [entry_id for entry_id, _ in read[0][1]]
+    await redis.xack(stream, "sink:a", *ids)
+    assert await store.trim_outbox() == 0  # sink b has read nothing yet
+    read = await redis.xreadgroup("sink:b", "c", {stream: ">"}, count=3)
+    await redis.xack(stream, "sink:b", *[entry_id for entry_id, _ in read[0][1]][:2])
+    assert await store.trim_outbox() == 2  # the third is read by b but not acknowledged
+    assert await store.outbox_length() == 3
