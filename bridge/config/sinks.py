@@ -1,0 +1,229 @@
+"""The sinks' settings, one model per `type`, and SinkConfig choosing among them by it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bridge.config.base import _Model
+from bridge.config.credentials import (
+    AmqpUrl,
+    HttpUrl,
+    NatsUrl,
+    RedisUrl,
+    Secret,
+    SlackUrl,
+    WebhookSecret,
+    _mask_headers,
+    _secret_input,
+)
+from bridge.config.errors import Problem, _fail
+from bridge.config.values import AnyDuration, ExistingFile, PositiveDuration, Slug, Template, Text
+
+
+class _Sink(_Model):
+    name: Slug
+
+
+class FileSinkConfig(_Sink):
+    """Appends one event a line, as JSON, to a file."""
+
+    type: Literal["file"]
+    path: Path
+    fsync: bool = True
+
+
+class StdoutSinkConfig(_Sink):
+    """Prints each event: one JSON line, or a readable summary (`pretty`)."""
+
+    type: Literal["stdout"]
+    format: Literal["json", "pretty"] = "json"
+
+
+class BasicAuth(_Model):
+    """HTTP basic authentication for a webhook."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("password",)
+
+    username: Text
+    password: Secret
+
+
+# Headers the bridge sets itself on every delivery.
+_OWN_HEADERS = ("content-type", "webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+class HttpSinkConfig(_Sink):
+    """POSTs each event to a URL, signed the Standard Webhooks way."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("secret", "secrets", "bearer_token")
+
+    type: Literal["http"]
+    url: HttpUrl
+    secret: WebhookSecret | None = None
+    # Several secrets while rotating: each delivery carries a signature per secret.
+    secrets: Annotated[list[WebhookSecret], BeforeValidator(_secret_input)] | None = Field(
+        None, min_length=1
+    )
+    mode: Literal["structured", "binary"] = "structured"
+    # Headers may carry credentials (X-Api-Key: ...): masked when shown, kept out of repr.
+    headers: Annotated[dict[str, str], PlainSerializer(_mask_headers, when_used="json")] = Field(
+        {}, repr=False
+    )
+    bearer_token: Secret | None = None
+    basic_auth: BasicAuth | None = None
+    timeout_s: PositiveDuration = Field(15.0, alias="timeout")
+    tls_verify: bool = True
+    template: ExistingFile | None = None
+    retry_schedule_s: list[AnyDuration] | None = Field(None, alias="retry_schedule", min_length=1)
+    rate_limit_per_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_in_flight: int = Field(8, ge=1)
+
+    @field_validator("headers")
+    @classmethod
+    def _not_own_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a header name")
+            if name.lower() in _OWN_HEADERS:
+                raise ValueError(f"{name} is set by the bridge and cannot be overridden")
+        return headers
+
+    @model_validator(mode="after")
+    def _one_signing_key(self) -> HttpSinkConfig:
+        problems: list[Problem] = []
+        if self.secret is None and self.secrets is None:
+            problems.append(
+                (("secret",), "required: the whsec_ secret that signs deliveries (or secrets)")
+            )
+        if self.secret is not None and self.secrets is not None:
+            problems.append((("secrets",), "give secret or secrets, not both"))
+        if self.bearer_token is not None and self.basic_auth is not None:
+            problems.append((("basic_auth",), "give bearer_token or basic_auth, not both"))
+        if (self.bearer_token or self.basic_auth) and "authorization" in map(
+            str.lower, self.headers
+        ):
+            problems.append((("headers",), "Authorization is set by bearer_token or basic_auth"))
+        if problems:
+            raise _fail(problems)
+        return self
+
+    def signing_secrets(self) -> list[SecretStr]:
+        """Every secret deliveries are signed with (one, or several while rotating)."""
+        return [self.secret] if self.secret is not None else list(self.secrets or [])
+
+
+class SlackSinkConfig(_Sink):
+    """Posts a message per event to a Slack incoming webhook."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("webhook_url",)
+
+    type: Literal["slack"]
+    # Secret: anyone holding an incoming-webhook URL can post to the channel.
+    webhook_url: SlackUrl
+    templates: dict[Text, ExistingFile] | None = None
+    rate_limit_per_s: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+
+class RedisStreamSinkConfig(_Sink):
+    """XADDs each event to a Redis stream."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("url",)
+
+    type: Literal["redis_stream"]
+    stream: Text
+    # None until loaded: then the bridge's own Redis URL when not given.
+    url: RedisUrl | None = Field(None, repr=False)
+    maxlen: int | None = Field(None, ge=1)  # trimmed approximately (MAXLEN ~)
+
+
+class NatsSinkConfig(_Sink):
+    """Publishes each event to NATS (JetStream when `stream` is given)."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("token",)
+
+    type: Literal["nats"]
+    servers: list[NatsUrl] = Field(["nats://127.0.0.1:4222"], min_length=1, repr=False)
+    subject: Template = "absorb.{resource}.{change}"
+    stream: Text | None = None
+    credentials: ExistingFile | None = None  # a NATS .creds file
+    token: Secret | None = None
+
+
+class AmqpSinkConfig(_Sink):
+    """Publishes each event to an AMQP 0-9-1 exchange (RabbitMQ)."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("url",)
+
+    type: Literal["amqp"]
+    url: AmqpUrl = Field(repr=False)
+    exchange: str = ""
+    routing_key: Template = "absorb.{resource}.{change}"
+
+
+class SqsSinkConfig(_Sink):
+    """Sends each event to an Amazon SQS queue (FIFO queues keep each enrollment's order)."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("secret_access_key",)
+
+    type: Literal["sqs"]
+    queue_url: HttpUrl
+    region: Text | None = None
+    endpoint_url: HttpUrl | None = None
+    fifo: bool = Field(None, validate_default=True)
+    access_key_id: Text | None = None
+    secret_access_key: Secret | None = None
+
+    @field_validator("fifo", mode="before")
+    @classmethod
+    def _fifo_from_url(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return str(info.data.get("queue_url", "")).endswith(".fifo")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SqsSinkConfig:
+        problems: list[Problem] = []
+        if self.fifo != self.queue_url.endswith(".fifo"):
+            problems.append((("fifo",), "must match the queue: FIFO queue URLs end with .fifo"))
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            problems.append(
+                (("secret_access_key",), "give access_key_id and secret_access_key together")
+            )
+        if problems:
+            raise _fail(problems)
+        return self
+
+
+SINK_TYPES: dict[str, type[_Sink]] = {
+    "file": FileSinkConfig,
+    "stdout": StdoutSinkConfig,
+    "http": HttpSinkConfig,
+    "slack": SlackSinkConfig,
+    "redis_stream": RedisStreamSinkConfig,
+    "nats": NatsSinkConfig,
+    "amqp": AmqpSinkConfig,
+    "sqs": SqsSinkConfig,
+}
+SinkConfig = Annotated[
+    FileSinkConfig
+    | StdoutSinkConfig
+    | HttpSinkConfig
+    | SlackSinkConfig
+    | RedisStreamSinkConfig
+    | NatsSinkConfig
+    | AmqpSinkConfig
+    | SqsSinkConfig,
+    Field(discriminator="type"),
+]
