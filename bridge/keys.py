@@ -59,3 +59,33 @@ def quarantine(prefix: str, feed: str) -> str:
 def sink_group(sink: str) -> str:
     """The outbox consumer group of one sink (a group name, not a key)."""
     return f"sink:{sink}"
+
+
+def delivery_due(prefix: str, sink: str) -> str:
+    """A sink's queue: the next event of each subject, scored by when to try it."""
+    return f"{prefix}:dq:{sink}:due"
+
+
+def delivery_entries(prefix: str, sink: str) -> str:
+    """A sink's queued events (payload, tries so far, last error), by outbox entry id."""
+    return f"{prefix}:dq:{sink}:entries"
+
+
+def delivery_blocked(prefix: str, sink: str) -> str:
+    """Per subject, the event of a sink's queue that later events of the subject wait behind."""
+    return f"{prefix}:dq:{sink}:blocked"
+
+
+def delivery_held_prefix(prefix: str, sink: str) -> str:
+    """Lists of events waiting behind their subject's head (one list a subject)."""
+    return f"{prefix}:dq:{sink}:held:"
+
+
+def dead_letters(prefix: str, sink: str) -> str:
+    """The stream of a sink's events that ran out of tries."""
+    return f"{prefix}:dlq:{sink}"
+
+
+def sink_disabled(prefix: str, sink: str) -> str:
+    """Set (with the reason) when a sink told the bridge to stop (HTTP 410)."""
+    return f"{prefix}:disabled:{sink}"

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
+from redis.exceptions import RedisError
 
 from bridge import clock
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.timefmt import format_rfc3339, parse_datetime
-from bridge.delivery import Deliverer
+from bridge.delivery import SinkWorker
+from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import BridgeError
 from bridge.feeds import FeedSpec, Scope, discover_scopes
 from bridge.routes import Route
@@ -28,6 +30,9 @@ from bridge.store import Fenced, Store
 from bridge.sweep import Sweeper, SweepResult
 
 log = structlog.get_logger(__name__)
+
+#: How long a sink's loop rests when it found nothing to feed or deliver.
+_IDLE_DELIVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,15 @@ class Timing:
     grace_s: float = 10.0
     #: How often outbox entries every sink has acknowledged are dropped.
     trim_interval_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How one sink is delivered to."""
+
+    schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
+    max_in_flight: int = 8
+    rate_limit_per_s: float | None = None
 
 
 @dataclass
@@ -69,6 +83,7 @@ class Bridge:
         source: str,
         page_size: int | None = None,
         timing: Timing | None = None,
+        delivery: Mapping[str, DeliveryOptions] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -76,8 +91,9 @@ class Bridge:
         self.sweeper = Sweeper(client, store, source=source, page_size=page_size)
         self.feeds = [_Feed(spec) for spec in feeds]
         self.sinks = list(sinks)
-        self.deliverers = [
-            Deliverer(store.redis, store.prefix, sink, routes, consumer=store.owner)
+        options = delivery or {}
+        self.workers = [
+            _worker(store, sink, routes, options.get(sink.name, DeliveryOptions()))
             for sink in sinks
         ]
         self._stop = asyncio.Event()
@@ -93,12 +109,12 @@ class Bridge:
         """Open the sinks and consumer groups, then run the sweep and delivery loops."""
         for sink in self.sinks:
             await sink.start()
-        for deliverer in self.deliverers:
-            await deliverer.setup()
+        for worker in self.workers:
+            await worker.setup()
         self._sweeping = asyncio.create_task(self._sweep_loop(), name="sweep")
         self._delivering = [
-            asyncio.create_task(self._deliver_loop(d), name=f"deliver-{d.sink.name}")
-            for d in self.deliverers
+            asyncio.create_task(self._deliver_loop(w), name=f"deliver-{w.sink.name}")
+            for w in self.workers
         ]
 
     def request_stop(self) -> None:
@@ -262,33 +278,53 @@ class Bridge:
 
     # -- delivering ------------------------------------------------------------------------
 
-    async def _deliver_loop(self, deliverer: Deliverer) -> None:
+    async def _deliver_loop(self, worker: SinkWorker) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
-                settled = await deliverer.deliver_once(block_ms=500)
-            except BridgeError as e:
-                log.error("delivery.loop_failed", sink=deliverer.sink.name, error=str(e))
-                settled = 0
-                deliverer.last_error = str(e)
-            failures = failures + 1 if deliverer.last_error and not settled else 0
-            deliverer.last_error = None
-            if failures:
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                busy = await self._deliver_step(worker)
+                failures = 0
+            except (BridgeError, RedisError) as e:
+                log.error("delivery.loop_failed", sink=worker.sink.name, error=str(e))
+                busy, failures = False, failures + 1
+            if not busy:
+                pause = min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else _IDLE_DELIVERY_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    await asyncio.wait_for(self._stop.wait(), pause)
         # Sweeping has stopped once `_drain` is set: deliver what the last sweeps wrote,
-        # until caught up, a failure, or stop()'s deadline cancels this task.
+        # until caught up or stop()'s deadline cancels this task.
         await self._drain.wait()
-        while await deliverer.deliver_once() and deliverer.last_error is None:
-            pass
+        with contextlib.suppress(BridgeError, RedisError):
+            while await self._deliver_step(worker):
+                pass
+
+    async def _deliver_step(self, worker: SinkWorker) -> bool:
+        fed = await worker.feed_once()
+        sent = await worker.deliver_once()
+        return bool(fed or sent)
 
     async def deliver_once(self) -> int:
-        """One delivery step for every sink; returns the entries settled."""
-        total = 0
-        for deliverer in self.deliverers:
-            total += await deliverer.deliver_once()
-        return total
+        """Feed and deliver every sink until nothing more goes; returns the events delivered."""
+        before = sum(w.delivered for w in self.workers)
+        for worker in self.workers:
+            while await self._deliver_step(worker):
+                pass
+        return sum(w.delivered for w in self.workers) - before
+
+
+def _worker(
+    store: Store, sink: Sink, routes: Sequence[Route], options: DeliveryOptions
+) -> SinkWorker:
+    return SinkWorker(
+        store.redis,
+        store.prefix,
+        sink,
+        routes,
+        consumer=store.owner,
+        schedule=options.schedule_s,
+        max_in_flight=options.max_in_flight,
+        rate_limit_per_s=options.rate_limit_per_s,
+    )
 
 
 async def _finish(tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None:

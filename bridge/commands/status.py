@@ -6,11 +6,11 @@ import asyncio
 import json
 from typing import Any
 
-from bridge import clock, keys
+from bridge import clock
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.commands.wiring import connect, load
 from bridge.config import Config
-from bridge.delivery import backlog
+from bridge.delivery import DeliveryQueue, outbox_lag
 from bridge.store import Store
 from bridge.sweep import from_us
 
@@ -31,9 +31,17 @@ async def _collect(config: Config) -> dict[str, Any]:
         feeds = [await _feed(store, f.name) for f in config.feeds]
         sinks = []
         for sink in config.sinks:
-            group = keys.sink_group(sink.name)
-            pending = await backlog(parts.redis, keys.outbox(store.prefix), group)
-            sinks.append({"name": sink.name, "type": sink.type, **pending, "dead_lettered": 0})
+            queue = DeliveryQueue(parts.redis, store.prefix, sink.name)
+            lag = await outbox_lag(parts.redis, queue.outbox, queue.group)
+            sinks.append(
+                {
+                    "name": sink.name,
+                    "type": sink.type,
+                    "backlog": lag["lag"] + lag["pending"],
+                    **await queue.counts(),
+                    "disabled": await queue.disabled(),
+                }
+            )
         return {
             "now": format_rfc3339(clock.now()),
             "outbox": await store.outbox_length(),
@@ -90,11 +98,14 @@ def render(report: dict[str, Any]) -> str:
         for q in feed["quarantined"]:
             lines.append(f"  quarantined {q['key']}: {q['error']}")
         lines.append("")
-    lines.append(f"  {'sink':<24} {'type':<14} {'backlog':>8} {'retrying':>9} {'dead':>6}")
+    lines.append(
+        f"  {'sink':<24} {'type':<14} {'backlog':>8} {'queued':>7} {'retrying':>9} {'dead':>6}"
+    )
     for sink in report["sinks"]:
         lines.append(
-            f"  {sink['name']:<24} {sink['type']:<14} {sink['lag']:>8} {sink['pending']:>9} "
-            f"{sink['dead_lettered']:>6}"
+            f"  {sink['name']:<24} {sink['type']:<14} {sink['backlog']:>8} {sink['queued']:>7} "
+            f"{sink['retrying']:>9} {sink['dead_lettered']:>6}"
+            + (f"  DISABLED: {sink['disabled']}" if sink["disabled"] else "")
         )
     return "\n".join(lines)
 

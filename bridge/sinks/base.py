@@ -8,12 +8,19 @@ from bridge.errors import BridgeError
 
 
 class SinkError(BridgeError):
-    """A sink could not take an event; `retry_after_s` when the sink said how long to wait."""
+    """A sink could not take an event.
 
-    def __init__(self, sink: str, message: str, *, retry_after_s: float | None = None) -> None:
+    `retry_after_s` when the sink said how long to wait; `gone` when it said it
+    wants no more events at all (HTTP 410), which disables the sink.
+    """
+
+    def __init__(
+        self, sink: str, message: str, *, retry_after_s: float | None = None, gone: bool = False
+    ) -> None:
         super().__init__(f"sink {sink}: {message}")
         self.sink = sink
         self.retry_after_s = retry_after_s
+        self.gone = gone
 
 
 class Sink(Protocol):

@@ -1,0 +1,78 @@
+"""When to try a delivery again, and when to stop hammering a sink. Pure, clock passed in."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+#: Close to Standard Webhooks' advice: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DEFAULT_SCHEDULE_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+#: Delays are spread by up to this share either way, so a sink's failures do not return at once.
+JITTER = 0.1
+#: A `Retry-After` longer than this is cut to it.
+MAX_RETRY_AFTER_S = 6 * 3600.0
+
+
+def next_delay_s(
+    attempts: int,
+    schedule: Sequence[float],
+    *,
+    retry_after_s: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds until try number `attempts + 1`, or None when the schedule is used up.
+
+    `attempts` counts the tries made so far (the first try is the schedule's first
+    entry). A `Retry-After` from the sink wins over the schedule when it is longer.
+    """
+    if attempts >= len(schedule):
+        return None
+    planned = schedule[attempts] * (1 + (rng or random).uniform(-JITTER, JITTER))
+    if retry_after_s is not None:
+        planned = max(planned, min(retry_after_s, MAX_RETRY_AFTER_S))
+    return max(0.0, planned)
+
+
+@dataclass
+class Circuit:
+    """Stops sending to a sink that keeps failing, and lets one probe through after a pause.
+
+    Closed: everything goes. After `threshold` failures in a row it opens for
+    `cooldown_s` (doubling on each failed probe, up to `max_cooldown_s`); then one
+    probe goes: success closes it, failure opens it again.
+    """
+
+    threshold: int = 5
+    cooldown_s: float = 15.0
+    max_cooldown_s: float = 600.0
+    failures: int = 0
+    open_until: float | None = None
+    probing: bool = False
+    _pause_s: float = field(default=0.0, repr=False)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the circuit is open (or half-open with its probe out)."""
+        return self.open_until is not None
+
+    def allows(self, now: float) -> bool:
+        """Whether a try may go out now (taking the single probe slot when half-open)."""
+        if self.open_until is None:
+            return True
+        if now < self.open_until or self.probing:
+            return False
+        self.probing = True
+        return True
+
+    def succeeded(self) -> None:
+        """A try went through: close the circuit."""
+        self.failures, self.open_until, self.probing, self._pause_s = 0, None, False, 0.0
+
+    def failed(self, now: float) -> None:
+        """A try failed: count it, and open (or re-open, longer) when it is one too many."""
+        self.failures += 1
+        if self.probing or self.failures >= self.threshold:
+            self._pause_s = min(self.max_cooldown_s, (self._pause_s * 2) or self.cooldown_s)
+            self.open_until = now + self._pause_s
+            self.probing = False
