@@ -18,7 +18,7 @@ from bridge.delivery.policy import DEFAULT_SCHEDULE_S, Circuit, next_delay_s
 from bridge.delivery.queue import DeliveryQueue, Queued
 from bridge.ratelimit import TokenBucket
 from bridge.routes import Route, sinks_for
-from bridge.sinks.base import Sink, SinkError
+from bridge.sinks.base import Delivery, Sink, SinkError
 
 log = structlog.get_logger(__name__)
 
@@ -144,7 +144,7 @@ class SinkWorker:
             await self.bucket.acquire()
         event: dict[str, Any] = json.loads(q.event)
         try:
-            await self.sink.send(event, q.event)
+            await self.sink.send(Delivery(event, q.event, q.feed, q.course_id))
         except SinkError as e:
             await self._failed(q, event, e)
             return False

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.errors import BridgeError
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event on its way to a sink: the CloudEvent, its JSON text, and where it came from."""
+
+    event: dict[str, Any]
+    body: str
+    feed: str
+    course_id: str
+
+    @property
+    def id(self) -> str:
+        """The event id (consumers de-duplicate on it)."""
+        return str(self.event["id"])
+
+    def template_values(self) -> dict[str, str]:
+        """What subject, routing-key and similar templates may use."""
+        event_type = str(self.event.get("type", ""))
+        _, resource, change = [*event_type.split("."), "", "", ""][:3]
+        return {
+            "type": event_type,
+            "resource": resource,
+            "change": change,
+            "status": str(self.event.get("status") or ""),
+            "feed": self.feed,
+            "subject": str(self.event.get("subject", "")),
+        }
 
 
 class SinkError(BridgeError):
@@ -32,8 +61,8 @@ class Sink(Protocol):
         """Open connections or files."""
         ...
 
-    async def send(self, event: dict[str, Any], body: str) -> None:
-        """Deliver one event (`body` is its CloudEvents JSON); raise `SinkError` if it failed."""
+    async def send(self, delivery: Delivery) -> None:
+        """Deliver one event, returning once the sink confirmed it; raise `SinkError` if not."""
         ...
 
     async def close(self) -> None:

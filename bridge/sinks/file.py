@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from bridge.sinks.base import SinkError
+from bridge.sinks.base import Delivery, SinkError
 
 
 class FileSink:
@@ -27,13 +27,13 @@ class FileSink:
         except OSError as e:
             raise SinkError(self.name, f"cannot open {self.path}: {e.strerror}") from e
 
-    async def send(self, event: dict[str, Any], body: str) -> None:
+    async def send(self, delivery: Delivery) -> None:
         """Write the line, flush it and (by default) fsync it."""
         if self._file is None:
             await self.start()
         assert self._file is not None
         try:
-            await asyncio.to_thread(self._write, body)
+            await asyncio.to_thread(self._write, delivery.body)
         except OSError as e:
             raise SinkError(self.name, f"cannot write {self.path}: {e.strerror}") from e
 

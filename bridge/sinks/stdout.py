@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from bridge.sinks.base import Delivery
+
 
 class StdoutSink:
     """Prints each event; `pretty` gives one readable line per event."""
@@ -17,9 +19,10 @@ class StdoutSink:
     async def start(self) -> None:
         """Nothing to open."""
 
-    async def send(self, event: dict[str, Any], body: str) -> None:
+    async def send(self, delivery: Delivery) -> None:
         """Print the event and flush."""
-        self.stream.write((describe(event) if self.pretty else body) + "\n")
+        line = describe(delivery.event) if self.pretty else delivery.body
+        self.stream.write(line + "\n")
         self.stream.flush()
 
     async def close(self) -> None:
