@@ -72,3 +72,56 @@ def statuses_by_subject(events: list[dict[str, Any]]) -> dict[str, list[dict[str
     for event in events:
         grouped.setdefault(event["subject"], []).append(event)
     return grouped
+
+
+async def put_events(store: Store, events: list[dict[str, Any]], *, feed: str = "f") -> None:
+    """Append CloudEvents to the outbox as the engine would (for delivery tests)."""
+    from bridge.store import Commit, OutboxEvent
+
+    token = await store.acquire(feed, "delivery-test", LEASE_MS)
+    assert token is not None
+    commit = Commit(
+        events=[
+            OutboxEvent(
+                id=e["id"],
+                subject=e["subject"],
+                type=e["type"],
+                feed=feed,
+                course_id=(e.get("data", {}).get("current") or {}).get("courseId", ""),
+                json=json.dumps(e, separators=(",", ":")),
+            )
+            for e in events
+        ]
+    )
+    await store.commit(feed, "delivery-test", token, commit)
+
+
+def sample_events(
+    count: int, subjects: int = 5, *, source: str = "https://rest.myabsorb.com"
+) -> list[dict[str, Any]]:
+    """Well-formed CloudEvents of the contract, `count` of them over `subjects` enrollments."""
+    statuses = ["NotStarted", "InProgress", "Complete", "Failed"]
+    events = []
+    for n in range(count):
+        subject = f"00000000-0000-4000-8000-{n % subjects:012d}"
+        new, old = statuses[(n // subjects + 1) % 4], statuses[(n // subjects) % 4]
+        events.append(
+            {
+                "specversion": "1.0",
+                "id": f"{n:032x}",
+                "source": source,
+                "type": "absorb.course_enrollment.status_changed",
+                "subject": subject,
+                "time": f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z",
+                "datacontenttype": "application/json",
+                "status": new,
+                "previousstatus": old,
+                "data": {
+                    "current": {"id": subject, "status": statuses.index(new), "courseId": "c1",
+                                "fullName": "Ada Lovelace", "courseName": "First Aid", "score": 90},
+                    "previous": {"status": statuses.index(old)},
+                    "changed": ["status"],
+                },
+            }
+        )  # fmt: skip
+    return events

@@ -1,0 +1,1 @@
+"""Session fixtures for a local SQS-compatible server (moto)."""

@@ -1,0 +1,1 @@
+"""Session fixtures for real message brokers: nats-server (JetStream) and rabbitmq-server."""
