@@ -215,9 +215,9 @@ class DeliveryQueue:
         reason = await self.redis.get(self.disabled_key)
         return None if reason is None else _text(reason)
 
-    async def disable(self, reason: str) -> None:
-        """Stop deliveries to the sink until `replay` enables it again."""
-        await self.redis.set(self.disabled_key, reason)
+    async def disable(self, reason: str) -> bool:
+        """Stop deliveries to the sink until `replay` enables it; False if it already was."""
+        return bool(await self.redis.set(self.disabled_key, reason, nx=True))
 
     async def enable(self) -> None:
         """Let deliveries to the sink go again."""

@@ -158,7 +158,8 @@ class SinkWorker:
         self.failed += 1
         if error.gone:
             reason = f"{error} (at {format_rfc3339(clock.now())})"
-            await self.queue.disable(reason)
+            if not await self.queue.disable(reason):
+                return
             log.error(
                 "sink.disabled",
                 sink=self.sink.name,

@@ -1,0 +1,130 @@
+"""The `http` sink: CloudEvents over HTTP POST, signed the Standard Webhooks way."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bridge import __version__, clock
+from bridge.config import HttpSinkConfig
+from bridge.retry import parse_retry_after
+from bridge.sinks.base import Delivery, SinkError
+from bridge.sinks.signing import signature_header
+
+STRUCTURED = "application/cloudevents+json"
+
+
+class HttpSink:
+    """Posts each event to a URL; any 2xx is delivered, 410 disables the sink, the rest retry."""
+
+    def __init__(
+        self, config: HttpSinkConfig, *, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self._session = session
+        self._owns_session = session is None
+        self._secrets = [s.get_secret_value() for s in config.signing_secrets()]
+        self._template: Any = None
+
+    async def start(self) -> None:
+        """Open the HTTP session and load the body template, if any."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.config.tls_verify),
+                headers={"User-Agent": f"absorb-bridge/{__version__}"},
+            )
+        if self.config.template is not None and self._template is None:
+            self._template = _load_template(self.name, self.config.template)
+
+    async def close(self) -> None:
+        """Close the session if the sink opened it."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    def request(self, delivery: Delivery) -> tuple[str, dict[str, str]]:
+        """The body and headers of one attempt (signed with this attempt's timestamp)."""
+        event = delivery.event
+        headers: dict[str, str] = {}
+        if self._template is not None:
+            body = _render(self.name, self._template, event)
+            headers["Content-Type"] = "application/json"
+        elif self.config.mode == "binary":
+            body = json.dumps(event.get("data"), separators=(",", ":"))
+            headers["Content-Type"] = str(event.get("datacontenttype", "application/json"))
+            for key, value in event.items():
+                if key not in ("data", "datacontenttype") and value is not None:
+                    headers[f"ce-{key}"] = str(value)
+        else:
+            body = delivery.body
+            headers["Content-Type"] = STRUCTURED
+        timestamp = int(clock.now().timestamp())
+        headers["webhook-id"] = delivery.id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = signature_header(self._secrets, delivery.id, timestamp, body)
+        headers.update(self.config.headers)
+        if self.config.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {self.config.bearer_token.get_secret_value()}"
+        elif self.config.basic_auth is not None:
+            auth = self.config.basic_auth
+            pair = f"{auth.username}:{auth.password.get_secret_value()}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return body, headers
+
+    async def send(self, delivery: Delivery) -> None:
+        """POST the event; raise SinkError unless the receiver answered 2xx in time."""
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        body, headers = self.request(delivery)
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        try:
+            async with self._session.post(
+                self.config.url, data=body.encode(), headers=headers, timeout=timeout
+            ) as reply:
+                status = reply.status
+                retry_after = reply.headers.get("Retry-After")
+                await reply.read()
+        except TimeoutError:
+            raise SinkError(self.name, f"no answer within {self.config.timeout_s:g}s") from None
+        except aiohttp.ClientError as e:
+            raise SinkError(self.name, f"cannot reach the receiver: {type(e).__name__}") from None
+        if 200 <= status < 300:
+            return
+        if status == 410:
+            raise SinkError(self.name, "the receiver answered 410 Gone", gone=True)
+        wait = parse_retry_after(retry_after, clock.now())
+        raise SinkError(self.name, f"the receiver answered HTTP {status}", retry_after_s=wait)
+
+
+def _load_template(sink: str, path: Path) -> Any:
+    try:
+        import jinja2
+    except ImportError:
+        raise SinkError(
+            sink, "body templates need Jinja2: pip install 'absorb-bridge[templates]'"
+        ) from None
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    environment.filters["tojson"] = lambda value: json.dumps(value)
+    try:
+        return environment.from_string(path.read_text(encoding="utf-8"))
+    except (OSError, jinja2.TemplateError) as e:
+        raise SinkError(sink, f"template {path}: {e}") from None
+
+
+def _render(sink: str, template: Any, event: dict[str, Any]) -> str:
+    import jinja2
+
+    data = event.get("data") or {}
+    try:
+        text: str = template.render(event=event, current=data.get("current") or {}, data=data)
+    except jinja2.TemplateError as e:
+        raise SinkError(
+            sink, f"the body template failed for event {event.get('id')}: {e}"
+        ) from None
+    return text

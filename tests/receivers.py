@@ -1,0 +1,94 @@
+"""In-process webhook receivers that check what a real consumer checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from cloudevents.v1.http import from_http
+from standardwebhooks import Webhook
+
+#: Decides the reply to the n-th request (0-based): a status, or a (status, headers) pair,
+#: or None to accept. May sleep to play a slow receiver.
+Behaviour = Callable[[int, web.Request], Awaitable[int | tuple[int, dict[str, str]] | None]]
+
+
+async def accept_all(_n: int, _request: web.Request) -> None:
+    """Accept every request."""
+
+
+@dataclass
+class Receiver:
+    """Records every request, verifies its signature with each secret, parses it as a CloudEvent."""
+
+    secrets: list[str]
+    behaviour: Behaviour = accept_all
+    requests: int = 0
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self, port: int = 0) -> str:
+        """Listen on loopback (on `port`, or a free one); returns the URL."""
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{bound}/hook"
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        n = self.requests
+        self.requests += 1
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        for secret in self.secrets:
+            try:
+                Webhook(secret).verify(body, headers)
+            except Exception as e:  # the library raises its own error types
+                self.problems.append(f"signature with {secret[:10]}…: {e}")
+        decision = await self.behaviour(n, request)
+        if decision is not None:
+            status, extra = decision if isinstance(decision, tuple) else (decision, {})
+            return web.Response(status=status, headers=extra)
+        try:
+            event = from_http(headers, body)
+        except Exception as e:  # any parse failure is a finding, not a crash of the receiver
+            self.problems.append(f"not a CloudEvent: {e}")
+            return web.Response(status=400)
+        self.accepted.append({**event.get_attributes(), "data": event.data})
+        self.headers.append(headers)
+        self.bodies.append(body)
+        return web.Response(status=204)
+
+    def ids(self) -> list[str]:
+        """Ids of accepted events, in arrival order."""
+        return [str(e["id"]) for e in self.accepted]
+
+
+async def settle(
+    step: Callable[[], Awaitable[int]], done: Callable[[], bool], timeout_s: float = 20
+) -> None:
+    """Run `step` until `done()` or the timeout (a test failure)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not done():
+        if loop.time() > deadline:
+            raise AssertionError("delivery did not settle in time")
+        if not await step():
+            await asyncio.sleep(0.02)
