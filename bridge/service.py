@@ -150,13 +150,14 @@ class Bridge:
         while not self._stop.is_set():
             try:
                 swept = await self.sweep_once()
-            except BridgeError as e:
+            except (BridgeError, RedisError) as e:
                 log.error("sweep.failed", error=str(e))
                 swept = 0
             if clock.monotonic() - trimmed_at > self.timing.trim_interval_s:
                 trimmed_at = clock.monotonic()
-                dropped = await self.store.trim_outbox()
-                log.debug("outbox.trimmed", entries=dropped)
+                with contextlib.suppress(RedisError):
+                    dropped = await self.store.trim_outbox()
+                    log.debug("outbox.trimmed", entries=dropped)
             if not swept:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.timing.idle_s)
@@ -202,7 +203,8 @@ class Bridge:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            await self.store.release(feed, scope.key, token)
+            with contextlib.suppress(RedisError):  # the lease expires by itself anyway
+                await self.store.release(feed, scope.key, token)
         await self._schedule(scope, result)
         (log.info if result.events else log.debug)(
             "sweep.done",
@@ -218,7 +220,14 @@ class Bridge:
     async def _renew(self, scope: Scope, token: str, ttl_ms: int) -> None:
         while True:
             await asyncio.sleep(ttl_ms / 3000)
-            if not await self.store.renew(scope.feed.name, scope.key, token, ttl_ms):
+            try:
+                held = await self.store.renew(scope.feed.name, scope.key, token, ttl_ms)
+            except RedisError as e:
+                log.warning(
+                    "lease.renew_failed", feed=scope.feed.name, scope=scope.key, error=str(e)
+                )
+                continue
+            if not held:
                 log.warning("lease.lost", feed=scope.feed.name, scope=scope.key)
                 return
 
