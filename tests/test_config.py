@@ -154,6 +154,20 @@ def test_example_file_validates() -> None:
     assert [s.name for s in config.sinks] == ["audit", "hr"]
 
 
+@pytest.mark.parametrize("name", ["slack.yaml", "hris-webhook.yaml", "audit-stream.yaml"])
+def test_the_other_example_configs_validate(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every example config under config/ validates, from the repository's top folder."""
+    monkeypatch.chdir(ROOT)
+    env = {
+        **ENV,
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/xyz",
+        "HR_API_TOKEN": "token-123",
+    }
+    config, warnings = load_config(ROOT / "config" / name, env)
+    assert warnings == []
+    assert config.routes
+
+
 def test_region_short_name_becomes_its_url(tmp_path: Path) -> None:
     """absorb.base_url accepts a region short name and a URL (trailing slash dropped)."""
     data = base()
