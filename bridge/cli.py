@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     with_config("check-config", "validate the config and print it with secrets masked")
     status = with_config("status", "watermarks and lag per feed, backlog per sink")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    replay = with_config("replay", "move a sink's dead-lettered events back for delivery")
+    replay.add_argument("--sink", required=True, metavar="NAME")
+    replay.add_argument(
+        "--since",
+        default=None,
+        metavar="WHEN",
+        help="only letters that failed since then: a duration (2h) or a timestamp",
+    )
+    replay.add_argument("--id", default=None, metavar="EVENT_ID", help="only this event")
     resync = with_config("resync", "a full reconciliation sweep of one feed, now")
     resync.add_argument("--feed", required=True, metavar="NAME")
 
@@ -117,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.commands.status import status
 
             return status(args.config, as_json=args.json)
+        if args.command == "replay":
+            from bridge.commands.replay import replay
+
+            return replay(args.config, args.sink, since=args.since, event_id=args.id)
         if args.command == "resync":
             from bridge.commands.resync import resync
 

@@ -17,17 +17,17 @@ from datetime import timedelta
 import structlog
 from redis.exceptions import RedisError
 
-from bridge import clock
+from bridge import clock, metrics
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.timefmt import format_rfc3339, parse_datetime
 from bridge.delivery import SinkWorker
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
-from bridge.errors import BridgeError
+from bridge.errors import AbsorbError, BridgeError
 from bridge.feeds import FeedSpec, Scope, discover_scopes
 from bridge.routes import Route
 from bridge.sinks.base import Sink
 from bridge.store import Fenced, Store
-from bridge.sweep import Sweeper, SweepResult
+from bridge.sweep import Sweeper, SweepResult, from_us
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +51,8 @@ class Timing:
     grace_s: float = 10.0
     #: How often outbox entries every sink has acknowledged are dropped.
     trim_interval_s: float = 60.0
+    #: How often Redis is checked and the gauges that need Redis are set.
+    stats_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -101,21 +103,30 @@ class Bridge:
         self._drain = asyncio.Event()
         self._sweeping: asyncio.Task[None] | None = None
         self._delivering: list[asyncio.Task[None]] = []
+        self._stats: asyncio.Task[None] | None = None
         self._stopped = False
+        #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
+        self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the sinks and consumer groups, then run the sweep and delivery loops."""
-        for sink in self.sinks:
-            await sink.start()
-        for worker in self.workers:
-            await worker.setup()
+        """Run the sweep, delivery and stats loops (each sink is opened by its own loop).
+
+        Nothing here needs Redis, Absorb or a sink to be up: every loop retries
+        with backoff and the bridge reports itself not ready meanwhile.
+        """
         self._sweeping = asyncio.create_task(self._sweep_loop(), name="sweep")
         self._delivering = [
             asyncio.create_task(self._deliver_loop(w), name=f"deliver-{w.sink.name}")
             for w in self.workers
         ]
+        self._stats = asyncio.create_task(self._stats_loop(), name="stats")
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether the bridge can do its work, and what is wrong when it cannot."""
+        problems = {k: v for k, v in self.health.items() if v != "ok"}
+        return not problems, dict(self.health)
 
     def request_stop(self) -> None:
         """Ask the loops to finish what they are doing and stop (signal handlers call this)."""
@@ -140,6 +151,8 @@ class Bridge:
             await _finish([self._sweeping], self.timing.grace_s)
         self._drain.set()
         await _finish(self._delivering, max(0.0, deadline - asyncio.get_running_loop().time()))
+        if self._stats is not None:
+            await _finish([self._stats], 0)
         for sink in self.sinks:
             await sink.close()
 
@@ -147,20 +160,26 @@ class Bridge:
 
     async def _sweep_loop(self) -> None:
         trimmed_at = clock.monotonic()
+        failures = 0
         while not self._stop.is_set():
             try:
                 swept = await self.sweep_once()
+                failures = 0
             except (BridgeError, RedisError) as e:
-                log.error("sweep.failed", error=str(e))
+                failures += 1
                 swept = 0
+                key = "redis" if isinstance(e, RedisError) else "absorb"
+                self.health[key] = str(e)[:300]
+                log.error("sweep.failed", error=str(e), failures=failures)
             if clock.monotonic() - trimmed_at > self.timing.trim_interval_s:
                 trimmed_at = clock.monotonic()
                 with contextlib.suppress(RedisError):
                     dropped = await self.store.trim_outbox()
                     log.debug("outbox.trimmed", entries=dropped)
             if not swept:
+                pause = min(30.0, self.timing.idle_s * 2**failures)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.timing.idle_s)
+                    await asyncio.wait_for(self._stop.wait(), pause)
 
     async def sweep_once(self, *, force: bool = False) -> int:
         """Sweep every scope that is due (all of them with `force`); returns how many were swept."""
@@ -190,21 +209,35 @@ class Bridge:
         if token is None:
             return None
         renewer = asyncio.create_task(self._renew(scope, token, ttl_ms))
+        held = metrics.LEASES_HELD.labels(feed)
+        held.inc()
+        started = clock.monotonic()
         try:
             result = await self.sweeper.sweep(scope, token, full=full)
         except Fenced as e:
             log.warning("sweep.fenced", feed=feed, scope=scope.key, error=str(e))
+            metrics.SWEEPS.labels(feed, "fenced").inc()
             return None
         except BridgeError as e:
             log.error("sweep.scope_failed", feed=feed, scope=scope.key, error=str(e))
+            metrics.SWEEPS.labels(feed, "failed").inc()
+            if isinstance(e, AbsorbError):
+                self.health["absorb"] = str(e)[:300]
             await self.store.set_scope_state(feed, scope.key, {"last_error": str(e)[:500]})
             return None
         finally:
+            held.dec()
+            metrics.SWEEP_DURATION.labels(feed).observe(clock.monotonic() - started)
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             with contextlib.suppress(RedisError):  # the lease expires by itself anyway
                 await self.store.release(feed, scope.key, token)
+        self.health["absorb"] = "ok"
+        metrics.SWEEPS.labels(feed, "ok").inc()
+        metrics.RECORDS_READ.labels(feed).inc(result.records)
+        for event_type, count in result.types.items():
+            metrics.EVENTS_EMITTED.labels(feed, event_type).inc(count)
         await self._schedule(scope, result)
         (log.info if result.events else log.debug)(
             "sweep.done",
@@ -241,8 +274,10 @@ class Bridge:
         try:
             feed.scopes = await discover_scopes(feed.spec, self.client)
             feed.discovered_at = now
+            self.health["absorb"] = "ok"
         except BridgeError as e:
             log.error("feed.discovery_failed", feed=feed.spec.name, error=str(e))
+            self.health["absorb"] = str(e)[:300]
             if feed.discovered_at is None:
                 raise
 
@@ -287,7 +322,24 @@ class Bridge:
 
     # -- delivering ------------------------------------------------------------------------
 
+    async def _open(self, worker: SinkWorker) -> bool:
+        """Open a sink and its consumer group, retrying with backoff; False if stopped first."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await worker.sink.start()
+                await worker.setup()
+                return True
+            except (BridgeError, RedisError, OSError) as e:
+                failures += 1
+                log.error("sink.start_failed", sink=worker.sink.name, error=str(e))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(30.0, 0.5 * 2**failures))
+        return False
+
     async def _deliver_loop(self, worker: SinkWorker) -> None:
+        if not await self._open(worker):
+            return
         failures = 0
         while not self._stop.is_set():
             try:
@@ -311,6 +363,50 @@ class Bridge:
         fed = await worker.feed_once()
         sent = await worker.deliver_once()
         return bool(fed or sent)
+
+    # -- stats ----------------------------------------------------------------------------
+
+    async def _stats_loop(self) -> None:
+        while not self._stop.is_set():
+            await self.refresh_stats()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.timing.stats_interval_s)
+
+    async def refresh_stats(self) -> None:
+        """Check Redis and set the gauges that need a look at Redis (lag, backlogs, queues)."""
+        try:
+            await self.store.redis.ping()
+            self.health["redis"] = "ok"
+            metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
+            for feed in self.feeds:
+                name = feed.spec.name
+                metrics.WATERMARK_LAG.labels(name).set(await self._lag(name))
+                metrics.QUARANTINED.labels(name).set(len(await self.store.quarantined(name)))
+            for worker in self.workers:
+                counts = await worker.backlog()
+                sink = worker.sink.name
+                metrics.SINK_BACKLOG.labels(sink).set(
+                    counts["lag"] + counts["pending"] + counts["queued"]
+                )
+                metrics.SINK_RETRYING.labels(sink).set(counts["retrying"])
+                metrics.SINK_DEAD_LETTERS.labels(sink).set(counts["dead_lettered"])
+                metrics.SINK_DISABLED.labels(sink).set(
+                    int(await worker.queue.disabled() is not None)
+                )
+        except RedisError as e:
+            self.health["redis"] = f"unreachable: {e}"
+            log.error("redis.unreachable", error=str(e))
+        ready, _ = self.readiness()
+        metrics.READY.set(int(ready))
+
+    async def _lag(self, feed: str) -> float:
+        now = clock.now()
+        oldest = 0.0
+        for key in await self.store.known_scopes(feed):
+            watermark = (await self.store.scope_state(feed, key)).get("watermark")
+            if watermark:
+                oldest = max(oldest, (now - from_us(int(watermark))).total_seconds())
+        return oldest
 
     async def deliver_once(self) -> int:
         """Feed and deliver every sink until nothing more goes; returns the events delivered."""

@@ -55,6 +55,8 @@ class SweepResult:
     removed: int = 0
     watermark: datetime | None = None
     full: bool = False
+    #: Events emitted, by type.
+    types: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,6 +242,8 @@ class _Run:
             except Conflict:
                 continue
             self.result.events += len(commit.events)
+            for event in commit.events:
+                self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
             if newest is not None:
                 self.result.watermark = max(newest, self.result.watermark or newest)
             return newest
@@ -439,6 +443,8 @@ class _Run:
             await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
             self.result.removed += len(gone)
             self.result.events += len(gone)
+            for event in commit.events:
+                self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
 
 
 def _unpack(value: bytes | None) -> Snapshot | None:

@@ -30,6 +30,8 @@ absorb:
 redis:
   url: {redis_url}
   prefix: cmd-{secrets.token_hex(4)}
+http:
+  listen: 127.0.0.1:0
 feeds:
   - name: courses
     resource: course_enrollments
@@ -147,3 +149,64 @@ async def test_commands_without_a_config_are_usage_errors() -> None:
         _, err = await proc.communicate()
         assert proc.returncode == 2
         assert b"ABSORB_BRIDGE_CONFIG" in err
+
+
+async def test_replay_moves_dead_letters_back_with_filters(
+    redis: Any, redis_url: str, tmp_path: Path
+) -> None:
+    """`replay --id` takes one letter, `--since` the recent ones, and replay enables a sink."""
+    import base64
+
+    from bridge.config import HttpSinkConfig
+    from bridge.delivery import Circuit, SinkWorker
+    from bridge.routes import Route
+    from bridge.sinks.http import HttpSink
+    from bridge.store import Store
+    from tests.engine import put_events, sample_events
+
+    prefix = f"replay-{secrets.token_hex(3)}"
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef01234567").decode()
+    sink_config = {"name": "hr", "type": "http", "url": "http://127.0.0.1:9/hook", "secret": secret}
+    sink = HttpSink(HttpSinkConfig.model_validate({**sink_config, "timeout": "200ms"}))
+    store = Store(redis, prefix)
+    worker = SinkWorker(
+        redis, prefix, sink, [Route(sinks=("hr",))], consumer="t", schedule=(0,),
+        circuit=Circuit(threshold=10**6),
+    )  # fmt: skip
+    await worker.setup()
+    events = sample_events(4, subjects=4)
+    await put_events(store, events)
+    for _ in range(5):
+        await worker.feed_once()
+        await worker.deliver_once()
+    await sink.close()
+    assert len(await worker.queue.dead_letters()) == 4
+    await worker.queue.disable("sink hr: the receiver answered 410 Gone")
+    config = tmp_path / "replay.yaml"
+    config.write_text(
+        f"""
+absorb: {{base_url: "http://127.0.0.1:9", api_key: k, username: u, password: p}}
+redis: {{url: "{redis_url}", prefix: {prefix}}}
+feeds: [{{name: courses, resource: course_enrollments}}]
+sinks: [{{name: hr, type: http, url: "http://127.0.0.1:9/hook", secret: "{secret}"}}]
+routes: [{{sinks: [hr]}}]
+"""
+    )
+    code, out, err = await _cli(
+        "replay", "--config", str(config), "--sink", "hr", "--id", events[2]["id"]
+    )
+    assert code == 0, err
+    assert "1 dead letter queued again and enabled the sink again" in out
+    assert await worker.queue.disabled() is None
+    assert len(await worker.queue.dead_letters()) == 3
+    code, out, _ = await _cli(
+        "replay", "--config", str(config), "--sink", "hr", "--since", "2030-01-01T00:00:00Z"
+    )
+    assert "0 dead letters queued again" in out
+    code, out, _ = await _cli("replay", "--config", str(config), "--sink", "hr", "--since", "1h")
+    assert "3 dead letters queued again" in out
+    assert await worker.queue.dead_letters() == []
+    assert (await worker.queue.counts())["queued"] == 4
+    code, out, err = await _cli("replay", "--config", str(config), "--sink", "nope")
+    assert code == 1
+    assert "no sink 'nope'" in out + err

@@ -60,6 +60,7 @@ async def test_kill_and_restart_rounds_lose_nothing(
 absorb: {{base_url: "{sim.url}", api_key: "{API_KEY}", username: {USERNAME},
           password: "{PASSWORD}", max_requests_per_second: 200}}
 redis: {{url: "redis://127.0.0.1:{redis_port}/0", prefix: crash}}
+http: {{listen: "127.0.0.1:0"}}
 feeds:
   - {{name: courses, resource: course_enrollments, interval: 300ms, max_interval: 300ms,
       lookback: 2s}}
@@ -80,6 +81,7 @@ routes:
 
     await sim.control("PUT", "activity", {"per_second": 25})
     for round_ in range(8):
+        await sim.control("POST", "activity/steps", {"steps": 15})
         bridge = await start_bridge()
         await asyncio.sleep(rng.uniform(0.5, 2.5))
         if round_ == 4:  # Redis dies hard and comes back with its append-only file

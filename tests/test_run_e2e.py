@@ -74,6 +74,8 @@ absorb:
 redis:
   url: {redis_url}
   prefix: {prefix}
+http:
+  listen: 127.0.0.1:0
 feeds:
   - name: courses
     resource: course_enrollments

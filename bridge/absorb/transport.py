@@ -12,11 +12,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bridge import __version__, clock
+from bridge import __version__, clock, metrics
 from bridge.absorb.paths import Op, resolve_base_url
 from bridge.absorb.token_cache import MemoryTokenCache, TokenCache
 from bridge.errors import (
     AbsorbAuthError,
+    AbsorbError,
     AbsorbRequestError,
     AbsorbResponseError,
     AbsorbUnavailableError,
@@ -69,6 +70,15 @@ class _Retryable(Exception):
         #: Absorb certainly did not act on the request, so even a write may go again.
         self.unprocessed = unprocessed
         self.malformed = malformed
+
+    @property
+    def kind(self) -> str:
+        """A short reason for metrics: the HTTP status, `timeout`, `connect` or `malformed`."""
+        if self.malformed:
+            return "malformed"
+        if self.status is not None:
+            return str(self.status)
+        return "connect" if self.unprocessed else "timeout"
 
 
 class AbsorbTransport:
@@ -176,10 +186,16 @@ class AbsorbTransport:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         query = _encode_params(params)
+        label = str(route)
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                return await self._try_once(route.method, path, query, body, headers, endpoint)
+                reply = await self._try_once(route.method, path, query, body, headers, endpoint)
+            except AbsorbError as e:
+                metrics.ABSORB_REQUESTS.labels(label, str(e.status or "error")).inc()
+                raise
             except _Retryable as failure:
+                metrics.ABSORB_REQUESTS.labels(label, str(failure.status or "error")).inc()
+                metrics.ABSORB_RETRIES.labels(failure.kind).inc()
                 if not (route.idempotent or failure.unprocessed):
                     raise AbsorbUnavailableError(
                         endpoint,
@@ -203,6 +219,9 @@ class AbsorbTransport:
                     delay_s=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
+                continue
+            metrics.ABSORB_REQUESTS.labels(label, "2xx").inc()
+            return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _delay(self, attempt: int, retry_after_s: float | None) -> float:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import structlog
 
-from bridge.commands.wiring import build_sink, connect, feed_spec, load, routes
-from bridge.config import Config, ConfigError
+from bridge import health
+from bridge.commands.wiring import (
+    build_sink,
+    connect,
+    delivery_options,
+    feed_spec,
+    load,
+    routes,
+)
+from bridge.config import Config
 from bridge.service import Bridge
 from bridge.sinks.base import Sink
 
@@ -20,16 +29,26 @@ def run(path_arg: str | None) -> int:
     config = load("run", path_arg)
     if isinstance(config, int):
         return config
-    try:
-        sinks = [build_sink(s) for s in config.sinks]
-    except ConfigError as e:
-        print(f"absorb-bridge run: {e}")
-        return 1
+    sinks = [build_sink(s, config) for s in config.sinks]
     asyncio.run(_run(config, sinks))
     return 0
 
 
 async def _run(config: Config, sinks: list[Sink]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("bridge.stopping_now", reason="second signal")
+            os._exit(1)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     async with connect(config) as parts:
         bridge = Bridge(
             client=parts.client,
@@ -39,13 +58,18 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
             routes=routes(config),
             source=config.absorb.base_url,
             page_size=config.absorb.page_size,
+            delivery=delivery_options(config),
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, bridge.request_stop)
-        log.info("bridge.starting", feeds=len(config.feeds), sinks=len(sinks))
+        server, port = await health.serve(bridge.readiness, config.http.host, config.http.port)
+        log.info(
+            "bridge.starting",
+            feeds=len(config.feeds),
+            sinks=len(sinks),
+            http=f"http://{config.http.host}:{port}",
+        )
         await bridge.start()
-        await bridge.wait()
+        await stop.wait()
         log.info("bridge.stopping")
         await bridge.stop()
+        await server.cleanup()
         log.info("bridge.stopped")

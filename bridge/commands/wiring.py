@@ -14,19 +14,28 @@ from bridge.absorb.client import AbsorbClient
 from bridge.absorb.token_cache import RedisTokenCache
 from bridge.absorb.transport import AbsorbTransport, Credentials
 from bridge.config import (
+    AmqpSinkConfig,
     Config,
     ConfigError,
     FeedConfig,
     FileSinkConfig,
+    HttpSinkConfig,
+    NatsSinkConfig,
+    RedisStreamSinkConfig,
     SinkConfig,
+    SlackSinkConfig,
+    SqsSinkConfig,
     StdoutSinkConfig,
     config_path,
     load_config,
 )
+from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.feeds import FeedSpec
 from bridge.routes import Route
+from bridge.service import DeliveryOptions
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
+from bridge.sinks.http import HttpSink
 from bridge.sinks.stdout import StdoutSink
 from bridge.store import Store
 
@@ -93,14 +102,48 @@ def routes(config: Config) -> list[Route]:
     ]
 
 
-def build_sink(sink: SinkConfig) -> Sink:
-    """The sink a config entry describes."""
+def build_sink(sink: SinkConfig, config: Config) -> Sink:
+    """The sink a config entry describes (optional dependencies are imported when started)."""
     if isinstance(sink, FileSinkConfig):
         return FileSink(sink.name, sink.path, fsync=sink.fsync)
     if isinstance(sink, StdoutSinkConfig):
         return StdoutSink(sink.name, pretty=sink.format == "pretty")
-    message = f"sink '{sink.name}': this build of absorb-bridge cannot deliver to '{sink.type}' yet"
-    raise ConfigError([message])
+    if isinstance(sink, HttpSinkConfig):
+        return HttpSink(sink)
+    if isinstance(sink, SlackSinkConfig):
+        from bridge.sinks.slack import SlackSink
+
+        return SlackSink(sink)
+    if isinstance(sink, RedisStreamSinkConfig):
+        from bridge.sinks.redis_stream import RedisStreamSink
+
+        return RedisStreamSink(sink, config.redis.url)
+    if isinstance(sink, NatsSinkConfig):
+        from bridge.sinks.nats import NatsSink
+
+        return NatsSink(sink)
+    if isinstance(sink, AmqpSinkConfig):
+        from bridge.sinks.amqp import AmqpSink
+
+        return AmqpSink(sink)
+    if isinstance(sink, SqsSinkConfig):
+        from bridge.sinks.sqs import SqsSink
+
+        return SqsSink(sink)
+    raise ConfigError([f"sink '{sink.name}': unknown type"])  # pragma: no cover
+
+
+def delivery_options(config: Config) -> dict[str, DeliveryOptions]:
+    """Per sink: its retry schedule, concurrency and rate limit."""
+    options: dict[str, DeliveryOptions] = {}
+    for sink in config.sinks:
+        schedule = getattr(sink, "retry_schedule_s", None)
+        options[sink.name] = DeliveryOptions(
+            schedule_s=tuple(schedule) if schedule else DEFAULT_SCHEDULE_S,
+            max_in_flight=getattr(sink, "max_in_flight", 8),
+            rate_limit_per_s=getattr(sink, "rate_limit_per_s", None),
+        )
+    return options
 
 
 @dataclass

@@ -106,7 +106,7 @@ def _existing_file(value: Path) -> Path:
 
 def _listen(value: str) -> str:
     host, colon, port = value.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{value!r} is not a listen address: use HOST:PORT, like 127.0.0.1:9464")
     return value
 

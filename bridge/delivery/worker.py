@@ -12,7 +12,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bridge import clock
+from bridge import clock, metrics
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S, Circuit, next_delay_s
 from bridge.delivery.queue import DeliveryQueue, Queued
@@ -143,20 +143,38 @@ class SinkWorker:
         if self.bucket is not None:
             await self.bucket.acquire()
         event: dict[str, Any] = json.loads(q.event)
+        in_flight = metrics.SINK_IN_FLIGHT.labels(self.sink.name)
+        in_flight.inc()
         try:
             await self.sink.send(Delivery(event, q.event, q.feed, q.course_id))
         except SinkError as e:
             await self._failed(q, event, e)
             return False
+        finally:
+            in_flight.dec()
+            metrics.SINK_CIRCUIT_OPEN.labels(self.sink.name).set(int(self.circuit.is_open))
         self.circuit.succeeded()
         await self.queue.delivered(q, _now_ms())
         self.delivered += 1
-        log.debug("delivery.sent", sink=self.sink.name, id=event.get("id"), attempt=q.attempts + 1)
+        metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "delivered").inc()
+        queued_ms = int(q.id.split("-", 1)[0])
+        metrics.DELIVERY_LATENCY.labels(self.sink.name).observe(
+            max(0, _now_ms() - queued_ms) / 1000
+        )
+        log.debug(
+            "delivery.sent",
+            sink=self.sink.name,
+            feed=q.feed,
+            id=event.get("id"),
+            attempt=q.attempts + 1,
+        )
         return True
 
     async def _failed(self, q: Queued, event: dict[str, Any], error: SinkError) -> None:
         self.failed += 1
         if error.gone:
+            metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "gone").inc()
+            metrics.SINK_DISABLED.labels(self.sink.name).set(1)
             reason = f"{error} (at {format_rfc3339(clock.now())})"
             if not await self.queue.disable(reason):
                 return
@@ -174,19 +192,23 @@ class SinkWorker:
             q.attempts, self.schedule, retry_after_s=error.retry_after_s, rng=self.rng
         )
         if delay is None:
+            metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "dead_lettered").inc()
             await self.queue.dead_letter(q, format_rfc3339(clock.now()), _now_ms())
             log.error(
                 "delivery.dead_lettered",
                 sink=self.sink.name,
+                feed=q.feed,
                 id=event.get("id"),
                 attempts=q.attempts,
                 error=str(error),
             )
             return
+        metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "retry").inc()
         await self.queue.retry_at(q, _now_ms() + int(delay * 1000))
         log.warning(
             "delivery.retrying",
             sink=self.sink.name,
+            feed=q.feed,
             id=event.get("id"),
             attempt=q.attempts,
             in_s=round(delay, 3),

@@ -1,0 +1,47 @@
+"""The bridge's own HTTP server: `/healthz`, `/readyz` and `/metrics`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from aiohttp import web
+
+from bridge import metrics
+
+Readiness = Callable[[], tuple[bool, dict[str, str]]]
+
+
+def app(readiness: Readiness) -> web.Application:
+    """The aiohttp application; `readiness` says whether the bridge can do its work."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ready, checks = readiness()
+        body = json.dumps({"ready": ready, "checks": checks}, indent=2) + "\n"
+        return web.Response(
+            status=200 if ready else 503, text=body, content_type="application/json"
+        )
+
+    async def metrics_page(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    application = web.Application()
+    application.router.add_get("/healthz", healthz)
+    application.router.add_get("/readyz", readyz)
+    application.router.add_get("/metrics", metrics_page)
+    return application
+
+
+async def serve(readiness: Readiness, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start the server (port 0: any free one); returns the runner and the port it listens on."""
+    runner = web.AppRunner(app(readiness), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    # aiohttp keeps the listening server private; its sockets tell the port actually bound.
+    sockets = getattr(site._server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

@@ -1,0 +1,63 @@
+"""Every Prometheus metric the bridge exports, in one registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+def _counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+    return Counter(f"absorb_bridge_{name}", doc, labels, registry=REGISTRY)
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    return Gauge(f"absorb_bridge_{name}", doc, labels, registry=REGISTRY)
+
+
+SWEEPS = _counter("sweeps", "Scope sweeps by outcome (ok, failed, fenced).", ("feed", "outcome"))
+SWEEP_DURATION = Histogram(
+    "absorb_bridge_sweep_duration_seconds",
+    "How long one scope's sweep took.",
+    ("feed",),
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+RECORDS_READ = _counter("records_read", "Records read from Absorb by sweeps.", ("feed",))
+EVENTS_EMITTED = _counter("events_emitted", "Events appended to the outbox.", ("feed", "type"))
+WATERMARK_LAG = _gauge(
+    "watermark_lag_seconds", "Now minus the oldest scope watermark of a feed.", ("feed",)
+)
+QUARANTINED = _gauge("quarantined", "Records held in quarantine.", ("feed",))
+LEASES_HELD = _gauge("leases_held", "Scopes this replica is sweeping right now.", ("feed",))
+
+ABSORB_REQUESTS = _counter(
+    "absorb_requests", "Requests to Absorb by endpoint template and status.", ("endpoint", "status")
+)
+ABSORB_RETRIES = _counter("absorb_retries", "Absorb requests tried again, by reason.", ("reason",))
+
+OUTBOX_LENGTH = _gauge("outbox_length", "Entries in the outbox stream.")
+SINK_BACKLOG = _gauge("sink_backlog", "Events not yet delivered to a sink.", ("sink",))
+SINK_IN_FLIGHT = _gauge("sink_in_flight", "Deliveries under way to a sink.", ("sink",))
+SINK_RETRYING = _gauge("sink_retrying", "Events waiting for another try.", ("sink",))
+SINK_DEAD_LETTERS = _gauge("sink_dead_letters", "Dead-lettered events of a sink.", ("sink",))
+SINK_CIRCUIT_OPEN = _gauge("sink_circuit_open", "1 while a sink's circuit is open.", ("sink",))
+SINK_DISABLED = _gauge("sink_disabled", "1 while a sink is disabled (HTTP 410).", ("sink",))
+DELIVERY_ATTEMPTS = _counter(
+    "delivery_attempts",
+    "Delivery tries by outcome (delivered, retry, dead_lettered, gone).",
+    ("sink", "outcome"),
+)
+DELIVERY_LATENCY = Histogram(
+    "absorb_bridge_delivery_latency_seconds",
+    "From the event entering the outbox to the sink confirming it.",
+    ("sink",),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000),
+    registry=REGISTRY,
+)
+READY = _gauge("ready", "1 when Redis is reachable and Absorb answers.")
+
+
+def render() -> bytes:
+    """The registry in Prometheus text format."""
+    return generate_latest(REGISTRY)
