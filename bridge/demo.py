@@ -1,4 +1,9 @@
-"""`absorb-bridge demo`: a simulated tenant with live activity, swept and diffed as it changes."""
+"""`absorb-bridge demo`: the whole pipeline on a simulated tenant, with nothing to install.
+
+An in-process Absorb simulator with live learner activity, the real sweeps,
+snapshots, outbox and delivery, and an in-process Redis-compatible store
+(fakeredis) standing in for Redis; events are printed as readable lines.
+"""
 
 from __future__ import annotations
 
@@ -6,82 +11,64 @@ import asyncio
 import contextlib
 import signal
 import sys
-from datetime import datetime, timedelta
+from collections import Counter
+from typing import Any, TextIO
 
 from aiohttp import web
+from fakeredis import FakeAsyncRedis
 
 from bridge.absorb.client import AbsorbClient
-from bridge.absorb.filters import field, sort
-from bridge.absorb.models import CourseEnrollment, Status
 from bridge.absorb.transport import AbsorbTransport, Credentials
+from bridge.feeds import FeedSpec
+from bridge.routes import Route
+from bridge.service import Bridge, Timing
 from bridge.simulator.generate import TenantSpec
 from bridge.simulator.server import Simulator, SimulatorConfig
+from bridge.sinks.base import Delivery
+from bridge.sinks.stdout import describe
+from bridge.store import Store
 
 _CREDENTIALS = Credentials(api_key="demo-key", username="demo-admin", password="demo-password")
-_SWEEP_INTERVAL_S = 1.0
-_LOOKBACK = timedelta(seconds=5)
-_COLOURS = {
-    Status.Complete: "\033[32m",
-    Status.Failed: "\033[31m",
-    Status.InProgress: "\033[33m",
-}
+_SUMMARY_EVERY_S = 10.0
+_COLOURS = {"Complete": "\033[32m", "Failed": "\033[31m", "InProgress": "\033[33m"}
 
 
-class _Watcher:
-    """Sweeps every course by `dateEdited` and prints each status transition it finds."""
+class _Console:
+    """A sink that prints each event as a readable line and counts them."""
 
-    def __init__(self, client: AbsorbClient, courses: dict[str, str], colour: bool) -> None:
-        self.client = client
-        self.courses = courses
+    name = "console"
+
+    def __init__(self, out: TextIO, colour: bool) -> None:
+        self.out = out
         self.colour = colour
-        self.statuses: dict[str, Status | None] = {}
-        self.watermarks: dict[str, datetime] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()
 
-    async def sweep(self) -> None:
-        """One pass over every course; the first pass only records what is there."""
-        for course_id in self.courses:
-            await self._sweep_course(course_id)
+    async def start(self) -> None:
+        """Nothing to open."""
 
-    async def _sweep_course(self, course_id: str) -> None:
-        since = self.watermarks.get(course_id)
-        baseline = since is None
-        query = str(field("dateEdited").ge(since - _LOOKBACK)) if since else None
-        async for ce in self.client.list_course_enrollments(
-            course_id, filter=query, sort=sort("dateEdited", "id")
-        ):
-            if not baseline:
-                self._diff(ce)
-            self.statuses[ce.id] = ce.status
-            if ce.date_edited and (since is None or ce.date_edited > since):
-                since = ce.date_edited
-        if since is not None:
-            self.watermarks[course_id] = since
-
-    def _diff(self, ce: CourseEnrollment) -> None:
-        known = ce.id in self.statuses
-        before = self.statuses.get(ce.id)
-        if known and before == ce.status:
-            return
-        change = "status_changed" if known else "created"
-        self.counts[change] = self.counts.get(change, 0) + 1
-        self._print(ce, before if known else None, change)
-
-    def _print(self, ce: CourseEnrollment, before: Status | None, change: str) -> None:
-        new = ce.status.name if ce.status is not None else "?"
-        old = before.name if before is not None else "(new)"
-        when = ce.date_edited.strftime("%H:%M:%S") if ce.date_edited else "--:--:--"
-        score = f"  score {ce.score:g}" if ce.score is not None else ""
-        course = self.courses.get(ce.course_id or "", ce.course_name or "?")[:30]
-        colour = _COLOURS.get(ce.status) if self.colour and ce.status else None
-        arrow = f"{old:>16} -> {new}"
+    async def send(self, delivery: Delivery) -> None:
+        """Print the event."""
+        event = delivery.event
+        self.counts[event["type"].removeprefix("absorb.")] += 1
+        line = describe(event)
+        colour = _COLOURS.get(str(event.get("status"))) if self.colour else None
         if colour:
-            arrow = f"{old:>16} -> {colour}{new}\033[0m"
-        print(f"{when}  {ce.full_name or '?':<22} {course:<30} {arrow}{score}", flush=True)
+            line = f"{colour}{line}\033[0m"
+        print(line, file=self.out, flush=True)
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    def summary(self) -> str:
+        """Counts so far, by event type."""
+        total = sum(self.counts.values())
+        parts = ", ".join(f"{n} {kind}" for kind, n in self.counts.most_common())
+        return f"{total} events" + (f" ({parts})" if parts else "")
 
 
-async def run_demo(duration_s: float | None) -> int:
+async def run_demo(duration_s: float | None, out: TextIO | None = None) -> int:
     """Run the demo until `duration_s` passes or Ctrl-C; returns the exit code."""
+    out = out or sys.stdout
     sim = Simulator(
         SimulatorConfig(
             api_key=_CREDENTIALS.api_key,
@@ -95,33 +82,59 @@ async def run_demo(duration_s: float | None) -> int:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}"
+    sockets: Any = getattr(site._server, "sockets", None)
+    url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    redis = FakeAsyncRedis()
     client = AbsorbClient(AbsorbTransport(url, _CREDENTIALS), page_size=200)
+    console = _Console(out, colour=out.isatty())
+    feed = FeedSpec(
+        name="courses",
+        resource="course_enrollments",
+        interval_s=1.0,
+        max_interval_s=2.0,
+        lookback_s=5.0,
+        details=frozenset({"lessons", "attempts"}),
+    )
+    bridge = Bridge(
+        client=client,
+        store=Store(redis, "demo"),
+        feeds=[feed],
+        sinks=[console],
+        routes=[Route(sinks=("console",))],
+        source=url,
+        timing=Timing(idle_s=0.5, grace_s=3.0),
+    )
+    print(
+        f"absorb-bridge demo: a simulated Absorb tenant at {url} with {len(sim.tenant.users)} "
+        f"learners, {len(sim.tenant.courses)} courses and live activity.\n"
+        "The real pipeline runs against it: sweeps by dateEdited, snapshots, the outbox and "
+        "delivery.\nState is kept in an in-process Redis stand-in (fakeredis), for this demo "
+        "only: `absorb-bridge run` needs a real Redis.\nThe first sweep records a baseline "
+        "silently; every change after it is printed. Ctrl-C stops.\n",
+        file=out,
+        flush=True,
+    )
+    await bridge.start()
+    deadline = loop.time() + duration_s if duration_s else None
     try:
-        courses = {c.id: c.name or c.id async for c in client.list_courses()}
-        print(
-            f"absorb-bridge demo: simulated Absorb tenant at {url} with "
-            f"{len(sim.tenant.users)} learners, {len(courses)} courses and live activity.\n"
-            "Every course is swept by dateEdited each second; snapshots are held in memory "
-            "for the demo. Ctrl-C stops.\n",
-            flush=True,
-        )
-        watcher = _Watcher(client, courses, colour=sys.stdout.isatty())
-        await watcher.sweep()
-        print(f"baseline: {len(watcher.statuses)} enrollments recorded; watching for changes…\n")
-        deadline = loop.time() + duration_s if duration_s else None
         while not stop.is_set() and (deadline is None or loop.time() < deadline):
+            wait = (
+                _SUMMARY_EVERY_S
+                if deadline is None
+                else min(_SUMMARY_EVERY_S, deadline - loop.time())
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _SWEEP_INTERVAL_S)
-            await watcher.sweep()
-        summary = ", ".join(f"{n} {kind}" for kind, n in sorted(watcher.counts.items()))
-        print(f"\nstopped: {summary or 'no changes seen'}.")
+                await asyncio.wait_for(stop.wait(), max(0.0, wait))
+            if not stop.is_set() and (deadline is None or loop.time() < deadline):
+                print(f"-- so far: {console.summary()}", file=out, flush=True)
     finally:
+        await bridge.stop()
         await client.close()
         await runner.cleanup()
+        await redis.aclose()
+    print(f"\nstopped: {console.summary()}.", file=out, flush=True)
     return 0

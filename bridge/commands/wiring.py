@@ -7,9 +7,12 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel, SecretStr
 
+from bridge import logs
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.token_cache import RedisTokenCache
 from bridge.absorb.transport import AbsorbTransport, Credentials
@@ -61,7 +64,29 @@ def load(prog: str, path_arg: str | None, env: Mapping[str, str] | None = None) 
         return 1
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    logs.register_secrets(config_secrets(config))
     return config
+
+
+def config_secrets(value: object) -> list[str]:
+    """Every secret a config holds: SecretStr values and passwords inside URLs."""
+    found: list[str] = []
+    if isinstance(value, SecretStr):
+        found.append(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            found += config_secrets(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            found += config_secrets(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found += config_secrets(item)
+    elif isinstance(value, str) and "://" in value:
+        password = urlsplit(value).password
+        if password:
+            found.append(password)
+    return found
 
 
 def feed_spec(feed: FeedConfig) -> FeedSpec:

@@ -30,15 +30,18 @@ class StdoutSink:
 
 
 def describe(event: dict[str, Any]) -> str:
-    """A one-line, human description of an event."""
+    """A one-line, human description of an event: time, learner, course, transition, score."""
     current = (event.get("data") or {}).get("current") or {}
-    who = current.get("fullName") or event.get("subject")
+    kind = str(event.get("type", "")).split(".")[1:2] or ["?"]
+    change = str(event.get("type", "")).rsplit(".", 1)[-1]
+    who = current.get("fullName") or ("(attempt)" if kind[0] == "attempt" else event.get("subject"))
     what = current.get("courseName") or current.get("name") or ""
-    change = event["type"].rsplit(".", 1)[-1]
-    previous = event.get("previousstatus")
-    status = event.get("status")
-    transition = f"{previous} -> {status}" if previous else f"{change}: {status}"
+    previous, status = event.get("previousstatus"), event.get("status")
+    if change == "status_changed":
+        transition = f"{previous} -> {status}"
+    else:
+        transition = f"{change.replace('_', ' ')}: {status}"
     score = current.get("score")
     tail = f"  score {score:g}" if isinstance(score, int | float) else ""
-    kind = event["type"].split(".")[1]
-    return f"{event.get('time', '')}  {kind:<18} {who:<24} {what:<30} {transition}{tail}"
+    when = str(event.get("time", ""))[11:19]
+    return f"{when}  {kind[0]:<18} {str(who)[:24]:<24} {str(what)[:30]:<30} {transition}{tail}"
