@@ -23,15 +23,19 @@ from tests.receivers import Receiver
 BRIDGE = [sys.executable, "-m", "bridge"]
 
 
-async def _redis_server(port: int, workdir: Path) -> asyncio.subprocess.Process:
+async def _redis_server(
+    port: int, workdir: Path, *, password: str | None = None
+) -> asyncio.subprocess.Process:
+    """A redis-server with an append-only file fsynced on every write, ready to use."""
     binary = shutil.which("redis-server")
     assert binary is not None, "redis-server is not installed; the test command installs it"
+    auth = ["--requirepass", password] if password else []
     proc = await asyncio.create_subprocess_exec(
         binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-        "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+        "--appendonly", "yes", "--appendfsync", "always", "--save", "", *auth,
         stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    client = aioredis.Redis(port=port)
+    client = aioredis.Redis(port=port, password=password)
     for _ in range(100):
         try:
             await client.ping()
