@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     resync = with_config("resync", "a full reconciliation sweep of one feed, now")
     resync.add_argument("--feed", required=True, metavar="NAME")
 
+    sub.add_parser("config-schema", help="print the JSON Schema of the config file (for editors)")
+
     demo = sub.add_parser("demo", help="watch the pipeline work on a simulated tenant")
     demo.add_argument(
         "--duration", type=_duration, default=None, help="stop by itself after this long (e.g. 30s)"
@@ -134,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.commands.resync import resync
 
             return resync(args.config, args.feed)
+        if args.command == "config-schema":
+            import json
+
+            from bridge.config import Config
+
+            schema = Config.model_json_schema(by_alias=True, mode="validation")
+            print(json.dumps(schema, indent=2))
+            return EXIT_OK
         if args.command == "demo":
             from bridge.demo import run_demo
 

@@ -91,3 +91,12 @@ def test_demo_shows_changes_and_stops_by_itself() -> None:
     assert transitions, done.stdout
     assert "stopped:" in done.stdout
     assert "status_changed" in done.stdout.rsplit("stopped:", 1)[1]
+
+
+def test_config_schema_describes_every_section() -> None:
+    """`absorb-bridge config-schema` prints a JSON Schema that names every top-level section."""
+    done = subprocess.run([*BRIDGE, "config-schema"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    schema = json.loads(done.stdout)
+    assert set(schema["properties"]) == {"absorb", "redis", "feeds", "sinks", "routes", "http"}
+    assert "interval" in schema["$defs"]["FeedConfig"]["properties"]

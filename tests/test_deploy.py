@@ -642,7 +642,7 @@ HEALTHY = [
 
 def test_alerts_fire_on_trouble_and_stay_quiet_when_healthy(tmp_path: Path) -> None:
     """`promtool test rules`: each alert fires, with its labels, on the trouble it is about,
-    and none fires on a healthy bridge (a failed sink last hour included)."""
+    and none fires on a healthy bridge (old dead letters included)."""
     rules = _yaml(ALERTS)
     for group in rules["groups"]:
         for rule in group["rules"]:
