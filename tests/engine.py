@@ -125,3 +125,31 @@ def sample_events(
             }
         )  # fmt: skip
     return events
+
+
+async def sink_worker(
+    redis: aioredis.Redis, sink: Any, prefix: str, **options: Any
+) -> tuple[Any, Store]:
+    """A started sink behind a real delivery worker on its own key prefix (no circuit breaker)."""
+    from bridge.delivery import Circuit, SinkWorker
+    from bridge.routes import Route
+
+    store = Store(redis, f"{prefix}-{secrets.token_hex(3)}")
+    options.setdefault("circuit", Circuit(threshold=10_000))
+    worker = SinkWorker(
+        redis, store.prefix, sink, [Route(sinks=(sink.name,))], consumer="test", **options
+    )
+    await worker.setup()
+    await sink.start()
+    return worker, store
+
+
+async def settle_worker(worker: Any, done: Any, timeout_s: float = 20) -> None:
+    """Feed and deliver until `done()` holds; failing the test after `timeout_s`."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, "delivery did not settle in time"
+        if not await worker.feed_once() + await worker.deliver_once():
+            await asyncio.sleep(0.02)

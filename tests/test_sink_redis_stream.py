@@ -15,12 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.config import RedisStreamSinkConfig
-from bridge.delivery import Circuit, SinkWorker
-from bridge.routes import Route
+from bridge.delivery import SinkWorker
 from bridge.sinks.redis_stream import RedisStreamSink
 from bridge.store import Store
 from tests.conftest import free_port
-from tests.engine import put_events, sample_events, statuses_by_subject
+from tests.engine import put_events, sample_events, settle_worker, sink_worker, statuses_by_subject
 
 FAST = (0,) + (0.05,) * 400
 
@@ -33,22 +32,11 @@ def _sink(stream: str, default_url: str, **extra: Any) -> RedisStreamSink:
 
 
 async def _worker(redis: aioredis.Redis, sink: RedisStreamSink) -> tuple[SinkWorker, Store]:
-    store = Store(redis, f"stream-{secrets.token_hex(3)}")
-    worker = SinkWorker(
-        redis, store.prefix, sink, [Route(sinks=(sink.name,))], consumer="test",
-        schedule=FAST, circuit=Circuit(threshold=10_000),
-    )  # fmt: skip
-    await worker.setup()
-    await sink.start()
-    return worker, store
+    return await sink_worker(redis, sink, "stream", schedule=FAST)
 
 
 async def _settle(worker: SinkWorker, done: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not done():
-        assert asyncio.get_running_loop().time() < deadline, "delivery did not settle in time"
-        if not await worker.feed_once() + await worker.deliver_once():
-            await asyncio.sleep(0.02)
+    await settle_worker(worker, done, timeout_s)
 
 
 async def _entries(redis: aioredis.Redis, stream: str) -> list[dict[str, str]]:

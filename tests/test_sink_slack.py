@@ -23,13 +23,12 @@ from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
 from bridge.config import SlackSinkConfig
-from bridge.delivery import Circuit, SinkWorker
-from bridge.routes import Route
+from bridge.delivery import SinkWorker
 from bridge.sinks.base import Delivery, SinkError
 from bridge.sinks.slack import SlackSink
 from bridge.store import Store
 from tests.conftest import free_port
-from tests.engine import put_events, sample_events, statuses_by_subject
+from tests.engine import put_events, sample_events, settle_worker, sink_worker, statuses_by_subject
 
 FAST = (0, 0.05, 0.05, 0.05, 0.05, 0.05)
 #: The secret part of an incoming-webhook URL: whoever has it can post.
@@ -150,24 +149,13 @@ async def _worker(
     redis: aioredis.Redis, sink: SlackSink, **options: Any
 ) -> tuple[SinkWorker, Store]:
     """A worker paced as the daemon paces it: at the sink's `rate_limit_per_s` unless told."""
-    store = Store(redis, f"slack-{secrets.token_hex(3)}")
     options.setdefault("rate_limit_per_s", sink.config.rate_limit_per_s)
     options.setdefault("schedule", FAST)
-    worker = SinkWorker(
-        redis, store.prefix, sink, [Route(sinks=(sink.name,))], consumer="test",
-        circuit=Circuit(threshold=10_000), **options,
-    )  # fmt: skip
-    await worker.setup()
-    await sink.start()
-    return worker, store
+    return await sink_worker(redis, sink, "slack", **options)
 
 
 async def _settle(worker: SinkWorker, done: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not done():
-        assert asyncio.get_running_loop().time() < deadline, "delivery did not settle in time"
-        if not await worker.feed_once() + await worker.deliver_once():
-            await asyncio.sleep(0.02)
+    await settle_worker(worker, done, timeout_s)
 
 
 def _events(*changes: tuple[str | None, str, float | None]) -> list[dict[str, Any]]:

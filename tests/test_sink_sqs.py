@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Callable
@@ -13,13 +12,12 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from bridge.config import SqsSinkConfig
-from bridge.delivery import Circuit, SinkWorker
-from bridge.routes import Route
+from bridge.delivery import SinkWorker
 from bridge.sinks.base import Delivery, SinkError
 from bridge.sinks.sqs import SqsSink
 from bridge.store import Store
 from tests.conftest import free_port
-from tests.engine import put_events, sample_events, statuses_by_subject
+from tests.engine import put_events, sample_events, settle_worker, sink_worker, statuses_by_subject
 from tests.fixtures_aws import AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY
 
 FAST = (0, 0.05, 0.05)
@@ -41,22 +39,12 @@ def _sink(queue_url: str, endpoint_url: str) -> SqsSink:
 
 
 async def _worker(redis: aioredis.Redis, sink: SqsSink, **options: Any) -> tuple[SinkWorker, Store]:
-    store = Store(redis, f"sqs-{secrets.token_hex(3)}")
-    worker = SinkWorker(
-        redis, store.prefix, sink, [Route(sinks=(sink.name,))], consumer="test",
-        schedule=options.pop("schedule", FAST * 4), circuit=Circuit(threshold=10_000), **options,
-    )  # fmt: skip
-    await worker.setup()
-    await sink.start()
-    return worker, store
+    options.setdefault("schedule", FAST * 4)
+    return await sink_worker(redis, sink, "sqs", **options)
 
 
 async def _settle(worker: SinkWorker, done: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not done():
-        assert asyncio.get_running_loop().time() < deadline, "delivery did not settle in time"
-        if not await worker.feed_once() + await worker.deliver_once():
-            await asyncio.sleep(0.02)
+    await settle_worker(worker, done, timeout_s)
 
 
 async def _receive_all(client: Any, queue_url: str, count: int) -> list[dict[str, Any]]:
