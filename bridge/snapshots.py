@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
+import orjson
+
 from bridge.absorb.timefmt import format_rfc3339
 
 #: Entries a bucket should hold at most: under Redis's default listpack limit of 128.
@@ -26,6 +28,7 @@ BUCKET_TARGET = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NONE_STATUS = 255
 _LAYOUT = struct.Struct("<BBBffqq8s")
+_DIGEST_AT = _LAYOUT.size - 8
 
 
 class Kind(IntEnum):
@@ -103,8 +106,16 @@ class Snapshot:
 
 def digest(raw: dict[str, Any]) -> bytes:
     """An 8-byte hash of a record as Absorb sent it (keys sorted, so order does not matter)."""
-    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+    try:
+        text = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:  # integers beyond 64 bits, which the standard library handles
+        text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.blake2b(text, digest_size=8).digest()
+
+
+def digest_of(packed: bytes) -> bytes:
+    """The record hash inside a packed snapshot, without unpacking the rest."""
+    return packed[_DIGEST_AT : _DIGEST_AT + 8]
 
 
 def field_key(record_id: str) -> bytes:

@@ -30,7 +30,16 @@ from bridge.absorb.timefmt import format_datetime, format_rfc3339, parse_datetim
 from bridge.diff import Change, Diff, Observation, diff, removed
 from bridge.events import cloud_event
 from bridge.feeds import Scope, Unreadable, observe
-from bridge.snapshots import Kind, Snapshot, bucket_of, buckets_for, field_key, record_id
+from bridge.snapshots import (
+    Kind,
+    Snapshot,
+    bucket_of,
+    buckets_for,
+    digest,
+    digest_of,
+    field_key,
+    record_id,
+)
 from bridge.store import Commit, Conflict, OutboxEvent, SnapshotWrite, Store
 
 log = structlog.get_logger(__name__)
@@ -226,21 +235,29 @@ class _Run:
     async def _process(self, batch: list[object], page: RawPage) -> datetime | None:
         """Diff and commit a batch; returns the newest `dateEdited` among its readable records."""
         quarantine: dict[str, str] = {}
-        seen = self._observe_all(self.scope.kind, batch, quarantine)
+        stored = await self._snapshots_of_raw(batch)
+        unchanged, changed = _split_unchanged(batch, stored)
+        seen = self._observe_all(self.scope.kind, changed, quarantine)
+        for rid in unchanged:
+            self._clear_quarantine(rid, quarantine)
+        self.seen.update(unchanged)
         self.seen.update(o.id for o in seen)
         self.result.records += len(batch)
         dates = [o.date_edited for o in seen if o.date_edited is not None]
+        dates += [d for raw in batch if _rid(raw) in unchanged and (d := _edited(raw))]
         newest = max(dates) if dates else None
+        first: dict[str, bytes | None] | None = {o.id: stored.get(o.id) for o in seen}
         for _ in range(_CONFLICT_RETRIES):
             commit = Commit(quarantine=dict(quarantine), state={"buckets": str(self.buckets)})
             if newest is not None:
                 commit.watermark_us = to_us(newest)
-            await self._diff_into(commit, seen)
-            self.result.quarantined += sum(1 for v in commit.quarantine.values() if v)
+            await self._diff_into(commit, seen, first)
+            first = None  # after a conflict, read the snapshots again
             try:
                 await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
             except Conflict:
                 continue
+            self.result.quarantined += sum(1 for v in commit.quarantine.values() if v)
             self.result.events += len(commit.events)
             for event in commit.events:
                 self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
@@ -275,15 +292,31 @@ class _Run:
                     error=str(e),
                 )
         for obs in seen:
-            qkey = f"{self.scope.key}|{obs.id}"
-            if qkey in self.quarantine_keys:
-                quarantine[qkey] = ""
-                self.quarantine_keys.discard(qkey)
+            self._clear_quarantine(obs.id, quarantine)
         return seen
 
-    async def _diff_into(self, commit: Commit, seen: list[Observation]) -> None:
+    def _clear_quarantine(self, rid: str, quarantine: dict[str, str]) -> None:
+        qkey = f"{self.scope.key}|{rid}"
+        if qkey in self.quarantine_keys:
+            quarantine[qkey] = ""
+            self.quarantine_keys.discard(qkey)
+
+    async def _snapshots_of_raw(self, batch: list[object]) -> dict[str, bytes | None]:
+        """The stored snapshots of the records of a page, by id (one pipelined read)."""
+        ids = [rid for raw in batch if (rid := _rid(raw)) is not None]
+        wanted = [(self._bucket_key(rid, False), field_key(rid)) for rid in ids]
+        values = await self.store.read_snapshots(wanted)
+        return dict(zip(ids, values, strict=True))
+
+    async def _diff_into(
+        self,
+        commit: Commit,
+        seen: list[Observation],
+        stored: dict[str, bytes | None] | None = None,
+    ) -> None:
         emit_created = self.baseline_done or self.feed.emit_on_first_sync
-        stored = await self._snapshots(seen, details=False)
+        if stored is None:
+            stored = await self._snapshots(seen, details=False)
         for obs in seen:
             previous = stored[obs.id]
             outcome = diff(
@@ -445,6 +478,32 @@ class _Run:
             self.result.events += len(gone)
             for event in commit.events:
                 self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
+
+
+def _split_unchanged(
+    batch: list[object], stored: dict[str, bytes | None]
+) -> tuple[set[str], list[object]]:
+    """Ids of records identical to their snapshot (nothing to do), and the other records.
+
+    Comparing the hash of the raw record with the one in its snapshot skips
+    validation and diffing for the records that did not change, which on most
+    sweeps is nearly all of them.
+    """
+    unchanged: set[str] = set()
+    rest: list[object] = []
+    for raw in batch:
+        rid = _rid(raw)
+        packed = stored.get(rid) if rid is not None else None
+        if (
+            rid is not None
+            and packed
+            and isinstance(raw, dict)
+            and digest_of(packed) == digest(raw)
+        ):
+            unchanged.add(rid)
+        else:
+            rest.append(raw)
+    return unchanged, rest
 
 
 def _unpack(value: bytes | None) -> Snapshot | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 
 from bridge import __version__, clock, metrics
@@ -259,7 +260,6 @@ class AbsorbTransport:
             raise _Retryable(f"cannot connect: {e.os_error or e}", unprocessed=True) from None
         except aiohttp.ClientError as e:
             raise _Retryable(f"connection failed: {type(e).__name__}: {e}") from None
-        text = raw.decode("utf-8", errors="replace")
         if status == 401:
             raise AbsorbAuthError(endpoint, "unauthorized", status=401)
         if status == 429 or status >= 500:
@@ -271,12 +271,17 @@ class AbsorbTransport:
                 unprocessed=status in (429, 503),
             )
         if not 200 <= status < 300:
-            raise AbsorbRequestError(endpoint, excerpt(text, self.secrets()), status=status)
+            raise AbsorbRequestError(endpoint, excerpt(_text(raw), self.secrets()), status=status)
         if not raw.strip():
             return None
         try:
-            return json.loads(text)
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # orjson refuses some valid JSON (integers beyond 64 bits): ask the stdlib
+        try:
+            return json.loads(raw)
         except json.JSONDecodeError as e:
+            text = _text(raw)
             message = (
                 f"body is not valid JSON ({e.msg} at char {e.pos} of {len(text)}): "
                 f"{excerpt(text, self.secrets())}"
@@ -286,6 +291,10 @@ class AbsorbTransport:
             if method == "GET":
                 raise _Retryable(message, status=status, malformed=True) from None
             raise AbsorbResponseError(endpoint, message, status=status) from None
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
 
 
 def _encode_params(params: Params | None) -> list[tuple[str, str]]:
