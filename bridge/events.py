@@ -27,7 +27,7 @@ def status_name(value: int | None) -> str | None:
 
 def event_id(source: str, change: Change) -> str:
     """The same observed change gives the same id, on any replica, retry or restart."""
-    current = change.current.snapshot() if change.current else None
+    current = change.current
     previous = change.previous
     parts = [
         source,
@@ -36,8 +36,8 @@ def event_id(source: str, change: Change) -> str:
         _time(change) or "",
         repr(previous.status if previous else None),
         repr(current.status if current else None),
-        repr(current.progress if current else None),
-        repr(current.score if current else None),
+        repr(_norm(current.progress) if current else None),
+        repr(_norm(current.score) if current else None),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
@@ -64,6 +64,11 @@ def cloud_event(source: str, change: Change) -> dict[str, Any]:
         "changed": list(change.changed),
     }
     return {k: v for k, v in event.items() if v is not None or k == "data"}
+
+
+def _norm(value: float | None) -> float | None:
+    # As snapshots keep them, so an id computed from either side agrees.
+    return None if value is None else round(float(value), 4)
 
 
 def _time(change: Change) -> str | None:

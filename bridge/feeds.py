@@ -160,7 +160,7 @@ def observe(
         model = _MODELS[kind].model_validate(raw)
     except ValidationError as e:
         raise Unreadable(describe_invalid(e, raw), rid if isinstance(rid, str) else None) from None
-    values: dict[str, Any] = dict(model)
+    values: dict[str, Any] = model.__dict__
     if kind == Kind.attempt:
         time = values.get("completion_date") or values.get("start_date")
         return Observation(

@@ -65,6 +65,15 @@ for n = i, #ARGV, 2 do redis.call('hset', KEYS[3], ARGV[n], ARGV[n + 1]) end
 return {0}
 """
 
+_READ = """
+-- KEYS: bucket keys. ARGV: (key index, field)... -> the stored values, false where none.
+local out = {}
+for i = 1, #ARGV, 2 do
+  out[#out + 1] = redis.call('hget', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+end
+return out
+"""
+
 _ACQUIRE = """
 -- KEYS: lease, fence. ARGV: owner, ttl ms. A free lease gets a new, higher token.
 local held = redis.call('get', KEYS[1])
@@ -142,6 +151,7 @@ class Store:
         self.prefix = prefix
         self.outbox_maxlen = outbox_maxlen
         self._commit = redis.register_script(_COMMIT)
+        self._read = redis.register_script(_READ)
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -172,10 +182,14 @@ class Store:
         """The stored snapshot (or None) for each (bucket key, field)."""
         if not wanted:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        # One script call for the whole page: a page's records fall into many buckets,
+        # and a command per bucket costs more client time than the reads themselves.
+        index: dict[str, int] = {}
+        args: list[Any] = []
         for key, fld in wanted:
-            pipe.hget(key, fld)
-        return list(await pipe.execute())
+            args += [index.setdefault(key, len(index) + 1), fld]
+        values = await self._read(keys=list(index), args=args)
+        return [value or None for value in values]
 
     async def scan_bucket(self, key: str) -> dict[bytes, bytes]:
         """Every snapshot in one bucket."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import structlog
 
 from bridge import clock, keys
@@ -361,7 +362,7 @@ class _Run:
             type=event["type"],
             feed=self.feed.name,
             course_id=course or "",
-            json=json.dumps(event, separators=(",", ":")),
+            json=orjson.dumps(event).decode(),
         )
 
     async def _snapshots(

@@ -46,7 +46,10 @@ def format_datetime(value: datetime, *, zulu: bool = True) -> str:
 def format_rfc3339(value: datetime) -> str:
     """RFC 3339 UTC with only as many fractional digits as the value needs."""
     value = value.astimezone(UTC)
-    base = f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S")
+    base = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
     if value.microsecond:
         base += "." + f"{value.microsecond:06d}".rstrip("0")
     return base + "Z"
