@@ -108,10 +108,22 @@ def removed(kind: Kind, subject: str, previous: Snapshot) -> Change:
     return Change("removed", kind, subject, None, previous, ())
 
 
+#: Tracked snapshot attributes and Absorb's names for them, in the order events list them.
+_TRACKED = (
+    ("status", "status"),
+    ("progress", "progress"),
+    ("score", "score"),
+    ("is_active", "isActive"),
+    ("date_edited", "dateEdited"),
+    ("date_completed", "dateCompleted"),
+)
+
+
 def changed_fields(previous: Snapshot, current: Snapshot) -> tuple[str, ...]:
     """Names (Absorb's) of the tracked fields that differ between two snapshots."""
-    before, after = previous.fields(), current.fields()
-    return tuple(name for name in after if before[name] != after[name])
+    return tuple(
+        name for attr, name in _TRACKED if getattr(previous, attr) != getattr(current, attr)
+    )
 
 
 def _older(seen: datetime | None, kept: datetime | None) -> bool:
