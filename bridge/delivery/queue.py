@@ -65,6 +65,28 @@ end
 return 1
 """
 
+_SETTLE_MANY = """
+-- KEYS: due, entries, blocked. ARGV: now ms, held prefix, (id, subject)...
+-- Delivered events leave the queue; the next event of each subject becomes due.
+local done = 0
+for i = 3, #ARGV, 2 do
+  local id, subject = ARGV[i], ARGV[i + 1]
+  if redis.call('zscore', KEYS[1], id) then
+    redis.call('zrem', KEYS[1], id)
+    redis.call('hdel', KEYS[2], id)
+    local nxt = redis.call('lpop', ARGV[2] .. subject)
+    if nxt then
+      redis.call('hset', KEYS[3], subject, nxt)
+      redis.call('zadd', KEYS[1], ARGV[1], nxt)
+    else
+      redis.call('hdel', KEYS[3], subject)
+    end
+    done = done + 1
+  end
+end
+return done
+"""
+
 _RESCHEDULE = """
 -- KEYS: due, entries. ARGV: id, next ms, payload.
 if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
@@ -144,6 +166,7 @@ class DeliveryQueue:
         self._enqueue = redis.register_script(_ENQUEUE)
         self._claim = redis.register_script(_CLAIM)
         self._settle = redis.register_script(_SETTLE)
+        self._settle_many = redis.register_script(_SETTLE_MANY)
         self._reschedule = redis.register_script(_RESCHEDULE)
         self._replay = redis.register_script(_REPLAY)
 
@@ -168,6 +191,16 @@ class DeliveryQueue:
     async def delivered(self, q: Queued, now_ms: int) -> bool:
         """Remove a delivered event; the next one of its subject becomes due at once."""
         return await self._done(q, "", now_ms)
+
+    async def delivered_many(self, done: Sequence[Queued], now_ms: int) -> int:
+        """`delivered` for a batch, in one step."""
+        if not done:
+            return 0
+        args: list[Any] = [now_ms, self.held]
+        for q in done:
+            args += [q.id, q.subject]
+        settled = await self._settle_many(keys=[self.due, self.entries, self.blocked], args=args)
+        return int(settled)
 
     async def dead_letter(self, q: Queued, failed_at: str, now_ms: int) -> bool:
         """Move an event that ran out of tries to the dead letters; its subject moves on."""

@@ -22,6 +22,9 @@ from bridge.sinks.base import Delivery, Sink, SinkError
 
 log = structlog.get_logger(__name__)
 
+#: How often a worker looks for outbox entries a dead replica left unqueued.
+_CLAIM_EVERY_S = 5.0
+
 
 class SinkWorker:
     """One sink's delivery: `feed_once()` and `deliver_once()` are the steps the daemon repeats.
@@ -64,6 +67,7 @@ class SinkWorker:
         self.queue = DeliveryQueue(redis, prefix, sink.name)
         self.delivered = 0
         self.failed = 0
+        self._claimed_at = float("-inf")
 
     async def setup(self) -> None:
         """Create the sink's consumer group at the start of the outbox if it is new."""
@@ -79,14 +83,17 @@ class SinkWorker:
 
     async def feed_once(self, block_ms: int | None = None) -> int:
         """Move a batch of outbox entries into the queue (those routed here) or past it."""
-        await self.redis.xautoclaim(
-            self.queue.outbox,
-            self.queue.group,
-            self.consumer,
-            self.claim_idle_ms,
-            start_id="0-0",
-            count=self.batch,
-        )
+        if clock.monotonic() - self._claimed_at >= _CLAIM_EVERY_S:
+            # Entries another replica read but never queued (it died in between).
+            self._claimed_at = clock.monotonic()
+            await self.redis.xautoclaim(
+                self.queue.outbox,
+                self.queue.group,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id="0-0",
+                count=self.batch,
+            )
         entries = await self._read("0", None) or await self._read(">", block_ms)
         if not entries:
             return 0
@@ -137,9 +144,18 @@ class SinkWorker:
                 self.circuit.probing = False  # nothing to probe with: try again next time
             return 0
         results = await asyncio.gather(*(self._attempt(q) for q in claimed))
-        return sum(results)
+        sent = [q for q, ok in zip(claimed, results, strict=True) if ok]
+        now_ms = _now_ms()
+        await self.queue.delivered_many(sent, now_ms)
+        self.delivered += len(sent)
+        metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "delivered").inc(len(sent))
+        latency = metrics.DELIVERY_LATENCY.labels(self.sink.name)
+        for q in sent:
+            latency.observe(max(0, now_ms - int(q.id.split("-", 1)[0])) / 1000)
+        return len(sent)
 
     async def _attempt(self, q: Queued) -> bool:
+        """Send one event; True when the sink took it (the caller settles it)."""
         if self.bucket is not None:
             await self.bucket.acquire()
         event: dict[str, Any] = json.loads(q.event)
@@ -154,13 +170,6 @@ class SinkWorker:
             in_flight.dec()
             metrics.SINK_CIRCUIT_OPEN.labels(self.sink.name).set(int(self.circuit.is_open))
         self.circuit.succeeded()
-        await self.queue.delivered(q, _now_ms())
-        self.delivered += 1
-        metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "delivered").inc()
-        queued_ms = int(q.id.split("-", 1)[0])
-        metrics.DELIVERY_LATENCY.labels(self.sink.name).observe(
-            max(0, _now_ms() - queued_ms) / 1000
-        )
         log.debug(
             "delivery.sent",
             sink=self.sink.name,
