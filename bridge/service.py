@@ -33,6 +33,8 @@ log = structlog.get_logger(__name__)
 
 #: How long a sink's loop rests when it found nothing to feed or deliver.
 _IDLE_DELIVERY_S = 0.1
+#: The longest pause between tries while a dependency is down.
+_MAX_BACKOFF_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ class Bridge:
                     dropped = await self.store.trim_outbox()
                     log.debug("outbox.trimmed", entries=dropped)
             if not swept:
-                pause = min(30.0, self.timing.idle_s * 2**failures)
+                pause = min(_MAX_BACKOFF_S, self.timing.idle_s * 2**failures)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), pause)
 
@@ -334,7 +336,8 @@ class Bridge:
                 failures += 1
                 log.error("sink.start_failed", sink=worker.sink.name, error=str(e))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), min(30.0, 0.5 * 2**failures))
+                    pause = min(_MAX_BACKOFF_S, 0.5 * 2**failures)
+                    await asyncio.wait_for(self._stop.wait(), pause)
         return False
 
     async def _deliver_loop(self, worker: SinkWorker) -> None:
@@ -349,7 +352,11 @@ class Bridge:
                 log.error("delivery.loop_failed", sink=worker.sink.name, error=str(e))
                 busy, failures = False, failures + 1
             if not busy:
-                pause = min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else _IDLE_DELIVERY_S
+                pause = (
+                    min(_MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 6))
+                    if failures
+                    else _IDLE_DELIVERY_S
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), pause)
         # Sweeping has stopped once `_drain` is set: deliver what the last sweeps wrote,

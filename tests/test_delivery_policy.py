@@ -66,3 +66,22 @@ def test_a_failed_probe_reopens_for_longer() -> None:
     assert circuit.allows(now=30)
     circuit.failed(now=30)
     assert circuit.open_until == 55  # capped at 25 s
+
+
+def test_a_probe_whose_outcome_was_lost_is_given_up() -> None:
+    """A probe that never reports back does not keep the circuit shut for ever."""
+    circuit = Circuit(threshold=1, cooldown_s=10, probe_timeout_s=60)
+    circuit.failed(now=0)
+    assert circuit.allows(now=10)  # the probe goes, and its outcome is lost
+    assert not circuit.allows(now=30)
+    assert circuit.allows(now=71)  # given up: another probe
+    circuit.abandon_probe()
+    assert circuit.allows(now=72)
+
+
+def test_a_batch_of_failures_opens_the_circuit_once() -> None:
+    """Many tries failing together open the circuit for the base pause, not a longer one."""
+    circuit = Circuit(threshold=5, cooldown_s=15)
+    for _ in range(32):
+        circuit.failed(now=100)
+    assert circuit.open_until == 115

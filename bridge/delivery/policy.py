@@ -46,10 +46,13 @@ class Circuit:
     threshold: int = 5
     cooldown_s: float = 15.0
     max_cooldown_s: float = 600.0
+    #: A probe that has not concluded after this long (its outcome was lost) is given up.
+    probe_timeout_s: float = 60.0
     failures: int = 0
     open_until: float | None = None
     probing: bool = False
     _pause_s: float = field(default=0.0, repr=False)
+    _probe_at: float = field(default=0.0, repr=False)
 
     @property
     def is_open(self) -> bool:
@@ -60,10 +63,16 @@ class Circuit:
         """Whether a try may go out now (taking the single probe slot when half-open)."""
         if self.open_until is None:
             return True
-        if now < self.open_until or self.probing:
+        if now < self.open_until:
             return False
-        self.probing = True
+        if self.probing and now - self._probe_at < self.probe_timeout_s:
+            return False
+        self.probing, self._probe_at = True, now
         return True
+
+    def abandon_probe(self) -> None:
+        """The probe ended without an outcome (nothing to send, or an error elsewhere)."""
+        self.probing = False
 
     def succeeded(self) -> None:
         """A try went through: close the circuit."""
@@ -72,7 +81,12 @@ class Circuit:
     def failed(self, now: float) -> None:
         """A try failed: count it, and open (or re-open, longer) when it is one too many."""
         self.failures += 1
-        if self.probing or self.failures >= self.threshold:
+        if self.probing:  # the probe failed: pause longer
             self._pause_s = min(self.max_cooldown_s, (self._pause_s * 2) or self.cooldown_s)
             self.open_until = now + self._pause_s
             self.probing = False
+        elif self.open_until is None and self.failures >= self.threshold:
+            # Only the failure that opens the circuit counts: the other tries of the same
+            # batch fail for the same reason and must not stretch the pause.
+            self._pause_s = self.cooldown_s
+            self.open_until = now + self._pause_s

@@ -137,13 +137,20 @@ class SinkWorker:
         now = clock.monotonic()
         if not self.circuit.allows(now):
             return 0
-        count = 1 if self.circuit.probing else self.max_in_flight
-        claimed = await self.queue.claim(_now_ms(), self.hide_ms, count)
-        if not claimed:
-            if self.circuit.probing:
-                self.circuit.probing = False  # nothing to probe with: try again next time
-            return 0
-        results = await asyncio.gather(*(self._attempt(q) for q in claimed))
+        probing = self.circuit.probing
+        try:
+            claimed = await self.queue.claim(
+                _now_ms(), self.hide_ms, 1 if probing else self.max_in_flight
+            )
+            if not claimed:
+                if probing:
+                    self.circuit.abandon_probe()  # nothing to probe with: try again next time
+                return 0
+            results = await asyncio.gather(*(self._attempt(q) for q in claimed))
+        except BaseException:
+            if probing and self.circuit.probing:
+                self.circuit.abandon_probe()  # an error elsewhere (Redis) is no verdict on the sink
+            raise
         sent = [q for q, ok in zip(claimed, results, strict=True) if ok]
         now_ms = _now_ms()
         await self.queue.delivered_many(sent, now_ms)
