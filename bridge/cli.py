@@ -7,8 +7,12 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:  # imported lazily at run time: only `simulate` needs it
+    from bridge.simulator.server import Simulator
 
 from bridge import __version__, logs
 from bridge.durations import parse_duration
@@ -191,12 +195,9 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(sim: object, host: str, port: int) -> None:
+async def _serve(sim: Simulator, host: str, port: int) -> None:
     from aiohttp import web
 
-    from bridge.simulator.server import Simulator
-
-    assert isinstance(sim, Simulator)
     runner = web.AppRunner(sim.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
