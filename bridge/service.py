@@ -130,14 +130,6 @@ class Bridge:
         problems = {k: v for k, v in self.health.items() if v != "ok"}
         return not problems, dict(self.health)
 
-    def request_stop(self) -> None:
-        """Ask the loops to finish what they are doing and stop (signal handlers call this)."""
-        self._stop.set()
-
-    async def wait(self) -> None:
-        """Until the loops have stopped."""
-        await self._stop.wait()
-
     async def stop(self) -> None:
         """Stop sweeping, let delivery drain the outbox, all within the grace period; idempotent.
 

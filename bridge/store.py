@@ -8,7 +8,7 @@ watermark moved in one step, and only while the caller still holds the lease.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,10 +307,3 @@ def _raw(value: bytes | str) -> bytes:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def ids_of(values: Iterable[bytes]) -> list[str]:
-    """Decode a batch of hash fields into record ids."""
-    from bridge.snapshots import record_id
-
-    return [record_id(v) for v in values]

@@ -188,12 +188,8 @@ class DeliveryQueue:
         pairs = zip(flat[0::2], flat[1::2], strict=True)
         return [Queued.load(_text(i), _text(p)) for i, p in pairs if p]
 
-    async def delivered(self, q: Queued, now_ms: int) -> bool:
-        """Remove a delivered event; the next one of its subject becomes due at once."""
-        return await self._done(q, "", now_ms)
-
     async def delivered_many(self, done: Sequence[Queued], now_ms: int) -> int:
-        """`delivered` for a batch, in one step."""
+        """Remove delivered events; the next event of each subject becomes due at once."""
         if not done:
             return 0
         args: list[Any] = [now_ms, self.held]
