@@ -27,6 +27,8 @@ class Observation:
     #: The event time when the record has no `dateEdited` (chapters, attempts).
     fallback_time: datetime | None = None
     course_id: str | None = None
+    #: `digest(raw)` when the caller has it already.
+    raw_digest: bytes | None = None
 
     @property
     def time(self) -> datetime | None:
@@ -43,7 +45,7 @@ class Observation:
             is_active=self.is_active,
             date_edited=self.date_edited,
             date_completed=self.date_completed,
-            digest=digest(self.raw),
+            digest=self.raw_digest or digest(self.raw),
         )
 
 

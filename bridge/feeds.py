@@ -151,8 +151,12 @@ def observe(
     *,
     course_id: str | None = None,
     fallback_time: datetime | None = None,
+    raw_digest: bytes | None = None,
 ) -> Observation:
-    """Read one raw record into an Observation, or raise `Unreadable` saying why."""
+    """Read one raw record into an Observation, or raise `Unreadable` saying why.
+
+    `raw_digest` is `snapshots.digest(raw)` when the caller computed it already.
+    """
     rid = raw.get("id") if isinstance(raw, dict) else None
     if not isinstance(raw, dict):
         raise Unreadable(f"record is a {type(raw).__name__}, not an object", None)
@@ -175,6 +179,7 @@ def observe(
             date_completed=values.get("completion_date"),
             fallback_time=time or fallback_time,
             course_id=course_id,
+            raw_digest=raw_digest,
         )
     return Observation(
         kind=kind,
@@ -188,6 +193,7 @@ def observe(
         date_completed=values.get("date_completed"),
         fallback_time=fallback_time,
         course_id=(values.get("course_id") or course_id),
+        raw_digest=raw_digest,
     )
 
 

@@ -38,7 +38,12 @@ def snapshot_bucket(
     prefix: str, feed: str, scope: str, bucket: int, *, details: bool = False
 ) -> str:
     """One of the hashes holding a scope's snapshots (drill-down records apart)."""
-    return f"{prefix}:snap:{feed}:{scope}:{'d' if details else ''}{bucket}"
+    return f"{snapshot_buckets(prefix, feed, scope, details=details)}{bucket}"
+
+
+def snapshot_buckets(prefix: str, feed: str, scope: str, *, details: bool = False) -> str:
+    """What the names of a scope's snapshot buckets start with: the bucket number follows."""
+    return f"{prefix}:snap:{feed}:{scope}:{'d' if details else ''}"
 
 
 def lease(prefix: str, feed: str, scope: str) -> str:

@@ -29,6 +29,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NONE_STATUS = 255
 _LAYOUT = struct.Struct("<BBBffqq8s")
 _DIGEST_AT = _LAYOUT.size - 8
+_EDITED = struct.Struct("<q")
+_EDITED_AT = struct.calcsize("<BBBff")
 
 
 class Kind(IntEnum):
@@ -118,12 +120,29 @@ def digest_of(packed: bytes) -> bytes:
     return packed[_DIGEST_AT : _DIGEST_AT + 8]
 
 
+def edited_us(packed: bytes) -> int:
+    """The `dateEdited` inside a packed snapshot, in microseconds since the epoch (0: none)."""
+    return int(_EDITED.unpack_from(packed, _EDITED_AT)[0])
+
+
 def field_key(record_id: str) -> bytes:
     """The hash field a record's snapshot is stored under: 16 raw bytes for a GUID.
 
     Any other id is stored as its text; a text of exactly 16 bytes gets a NUL in
     front so that it can never be read back as a GUID.
     """
+    if (
+        len(record_id) == 36
+        and record_id[8] == record_id[13] == record_id[18] == record_id[23] == "-"
+        and record_id.islower()
+    ):
+        # The canonical lower-case GUID, nearly every id Absorb sends: skip uuid.UUID.
+        try:
+            raw = bytes.fromhex(record_id.replace("-", ""))
+        except ValueError:
+            raw = b""
+        if len(raw) == 16:
+            return raw
     try:
         guid = uuid.UUID(record_id)
     except ValueError:

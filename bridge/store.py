@@ -17,39 +17,58 @@ from redis.exceptions import ResponseError
 
 from bridge import keys
 
-_COMMIT = """
--- KEYS: lease, outbox, scope state, quarantine, bucket keys...
--- ARGV: token, watermark, nsnap, nevent, nquar, maxlen, then the triples below
+# A page writes up to a thousand snapshots and events. Each travels packed into a few
+# large arguments (lengths in one, bytes in the next) rather than as arguments of its
+# own: redis-py spends more time framing thousands of small arguments than Redis
+# spends running the script. Bucket key names travel the same way, so these scripts
+# name keys they were not given in KEYS: the bridge needs one Redis server, not a cluster.
+_UNPACK = """
+local function split(lengths, blob)
+  local out, pos = {}, 1
+  for len in string.gmatch(lengths, '%d+') do
+    len = tonumber(len)
+    out[#out + 1] = string.sub(blob, pos, pos + len - 1)
+    pos = pos + len
+  end
+  return out
+end
+"""
+
+_COMMIT = (
+    _UNPACK
+    + """
+-- KEYS: lease, outbox, scope state, quarantine.
+-- ARGV: token, watermark, maxlen, bucket keys (lengths, bytes),
+--   snapshots: per write 4 lengths (bucket index, field, expected, new) and their bytes,
+--   events: per event 6 lengths (id, subject, type, feed, course, json) and their bytes,
+--   quarantine count, quarantine (key, value) pairs, then (field, value) pairs of scope state.
 if ARGV[1] ~= '' and redis.call('get', KEYS[1]) ~= ARGV[1] then return {1} end
-local nsnap, nevent, nquar = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local i = 7
-for n = 1, nsnap do
-  local key = KEYS[tonumber(ARGV[i])]
-  local current = redis.call('hget', key, ARGV[i + 1]) or ''
-  if current ~= ARGV[i + 2] then return {2, n} end
-  i = i + 4
+local buckets = split(ARGV[4], ARGV[5])
+local snap = split(ARGV[6], ARGV[7])
+for n = 1, #snap, 4 do
+  local current = redis.call('hget', buckets[tonumber(snap[n])], snap[n + 1]) or ''
+  if current ~= snap[n + 2] then return {2, (n + 3) / 4} end
 end
-i = 7
-for n = 1, nsnap do
-  local key = KEYS[tonumber(ARGV[i])]
-  if ARGV[i + 3] == '' then
-    redis.call('hdel', key, ARGV[i + 1])
+for n = 1, #snap, 4 do
+  local key = buckets[tonumber(snap[n])]
+  if snap[n + 3] == '' then
+    redis.call('hdel', key, snap[n + 1])
   else
-    redis.call('hset', key, ARGV[i + 1], ARGV[i + 3])
+    redis.call('hset', key, snap[n + 1], snap[n + 3])
   end
-  i = i + 4
 end
-for n = 1, nevent do
-  if ARGV[6] ~= '' then
-    redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[i], 'subject', ARGV[i + 1],
-      'type', ARGV[i + 2], 'feed', ARGV[i + 3], 'course', ARGV[i + 4], 'event', ARGV[i + 5])
+local ev = split(ARGV[8], ARGV[9])
+for n = 1, #ev, 6 do
+  if ARGV[3] ~= '' then
+    redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ev[n], 'subject', ev[n + 1],
+      'type', ev[n + 2], 'feed', ev[n + 3], 'course', ev[n + 4], 'event', ev[n + 5])
   else
-    redis.call('xadd', KEYS[2], '*', 'id', ARGV[i], 'subject', ARGV[i + 1], 'type', ARGV[i + 2],
-      'feed', ARGV[i + 3], 'course', ARGV[i + 4], 'event', ARGV[i + 5])
+    redis.call('xadd', KEYS[2], '*', 'id', ev[n], 'subject', ev[n + 1], 'type', ev[n + 2],
+      'feed', ev[n + 3], 'course', ev[n + 4], 'event', ev[n + 5])
   end
-  i = i + 6
 end
-for n = 1, nquar do
+local i = 11
+for n = 1, tonumber(ARGV[10]) do
   if ARGV[i + 1] == '' then
     redis.call('hdel', KEYS[4], ARGV[i])
   else
@@ -64,14 +83,24 @@ end
 for n = i, #ARGV, 2 do redis.call('hset', KEYS[3], ARGV[n], ARGV[n + 1]) end
 return {0}
 """
+)
 
 _READ = """
--- KEYS: bucket keys. ARGV: (key index, field)... -> the stored values, false where none.
-local out = {}
-for i = 1, #ARGV, 2 do
-  out[#out + 1] = redis.call('hget', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+-- ARGV: what bucket keys start with, "bucket:length" of each field, the fields joined.
+-- Returns the lengths of the stored values (0: none) and their bytes.
+local lengths, values, pos = {}, {}, 1
+for bucket, len in string.gmatch(ARGV[2], '(%d+):(%d+)') do
+  len = tonumber(len)
+  local value = redis.call('hget', ARGV[1] .. bucket, string.sub(ARGV[3], pos, pos + len - 1))
+  pos = pos + len
+  if value then
+    lengths[#lengths + 1] = #value
+    values[#values + 1] = value
+  else
+    lengths[#lengths + 1] = 0
+  end
 end
-return out
+return {table.concat(lengths, ' '), table.concat(values)}
 """
 
 _ACQUIRE = """
@@ -127,7 +156,8 @@ class OutboxEvent:
     type: str
     feed: str
     course_id: str
-    json: str
+    #: The CloudEvent as JSON text (bytes straight from the encoder are taken as they are).
+    json: str | bytes
 
 
 @dataclass
@@ -178,18 +208,24 @@ class Store:
 
     # -- snapshots ------------------------------------------------------------------------
 
-    async def read_snapshots(self, wanted: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
-        """The stored snapshot (or None) for each (bucket key, field)."""
+    async def read_snapshots(
+        self, buckets: str, wanted: Sequence[tuple[int, bytes]]
+    ) -> list[bytes | None]:
+        """The stored snapshot (or None) for each (bucket number, field), in one script call.
+
+        `buckets` is what the bucket keys start with (`keys.snapshot_buckets`).
+        """
         if not wanted:
             return []
-        # One script call for the whole page: a page's records fall into many buckets,
-        # and a command per bucket costs more client time than the reads themselves.
-        index: dict[str, int] = {}
-        args: list[Any] = []
-        for key, fld in wanted:
-            args += [index.setdefault(key, len(index) + 1), fld]
-        values = await self._read(keys=list(index), args=args)
-        return [value or None for value in values]
+        meta = b" ".join([b"%d:%d" % (bucket, len(fld)) for bucket, fld in wanted])
+        fields = b"".join([fld for _, fld in wanted])
+        lengths, blob = await self._read(args=[buckets, meta, fields])
+        values: list[bytes | None] = []
+        pos = 0
+        for length in map(int, lengths.split()):
+            values.append(blob[pos : pos + length] if length else None)
+            pos += length
+        return values
 
     async def scan_bucket(self, key: str) -> dict[bytes, bytes]:
         """Every snapshot in one bucket."""
@@ -198,20 +234,31 @@ class Store:
 
     async def commit(self, feed: str, scope: str, token: str, commit: Commit) -> None:
         """Apply a page atomically; raises `Fenced` or `Conflict` and then writes nothing."""
-        bucket_keys = sorted({w.key for w in commit.snapshots})
-        index = {key: n for n, key in enumerate(bucket_keys, start=5)}
+        buckets = _Packed()
+        index: dict[str, int] = {}
+        snapshots = _Packed()
+        for w in commit.snapshots:
+            n = index.get(w.key)
+            if n is None:
+                n = index[w.key] = len(index) + 1
+                buckets.add(w.key.encode())
+            snapshots.add(b"%d" % n, w.field, w.expected, w.new)
+        events = _Packed()
+        for e in commit.events:
+            body = e.json if isinstance(e.json, bytes) else e.json.encode()
+            events.add(
+                e.id.encode(), e.subject.encode(), e.type.encode(), e.feed.encode(),
+                e.course_id.encode(), body,
+            )  # fmt: skip
         args: list[Any] = [
             token,
             "" if commit.watermark_us is None else str(commit.watermark_us),
-            len(commit.snapshots),
-            len(commit.events),
-            len(commit.quarantine),
             "" if self.outbox_maxlen is None else str(self.outbox_maxlen),
+            *buckets.args(),
+            *snapshots.args(),
+            *events.args(),
+            len(commit.quarantine),
         ]
-        for w in commit.snapshots:
-            args += [index[w.key], w.field, w.expected, w.new]
-        for e in commit.events:
-            args += [e.id, e.subject, e.type, e.feed, e.course_id, e.json]
         for qkey, qvalue in commit.quarantine.items():
             args += [qkey, qvalue]
         for skey, svalue in commit.state.items():
@@ -221,7 +268,6 @@ class Store:
             keys.outbox(self.prefix),
             keys.scope_state(self.prefix, feed, scope),
             keys.quarantine(self.prefix, feed),
-            *bucket_keys,
         ]
         result = await self._commit(keys=script_keys, args=args)
         if result[0] == 1:
@@ -294,6 +340,21 @@ class Store:
         return [
             (_text(i), {_text(k): _text(v) for k, v in (f or {}).items()}) for i, f in entries or []
         ]
+
+
+class _Packed:
+    """Byte strings packed into two script arguments: their lengths, and the bytes joined."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def add(self, *values: bytes) -> None:
+        self.parts += values
+
+    def args(self) -> tuple[str, bytes]:
+        return " ".join(map(str, map(len, self.parts))), b"".join(self.parts)
 
 
 def _stream_id(text: str) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zlib import crc32
 
 import orjson
 import structlog
@@ -38,6 +39,7 @@ from bridge.snapshots import (
     buckets_for,
     digest,
     digest_of,
+    edited_us,
     field_key,
     record_id,
 )
@@ -67,6 +69,14 @@ class SweepResult:
     full: bool = False
     #: Events emitted, by type.
     types: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """Where a committed batch stands: its newest `dateEdited` and the records edited then."""
+
+    newest: datetime | None
+    at_newest: set[str]
 
 
 @dataclass
@@ -159,14 +169,13 @@ class _Run:
         while True:
             page = await self._page(cursor)
             fresh = [r for r in page.items if not self._handled(r, cursor)]
-            newest = await self._process(fresh, page)
+            batch = await self._process(fresh, page)
+            newest = batch.newest
             short = len(page.items) < self.s.page_size
             if newest is not None and (cursor.lower is None or newest > cursor.lower):
                 if cursor.group is not None:
                     await self._verify_group(cursor)
-                cursor.at_lower = {
-                    i for r in page.items if (i := _rid(r)) is not None and _edited(r) == newest
-                }
+                cursor.at_lower = batch.at_newest
                 cursor.lower, cursor.offset = newest, 0
             elif not short:
                 # The whole page sits at one timestamp (or cannot be placed): step deeper.
@@ -233,25 +242,42 @@ class _Run:
 
     # -- one batch: observe, diff, drill down, commit ------------------------------------------
 
-    async def _process(self, batch: list[object], page: RawPage) -> datetime | None:
-        """Diff and commit a batch; returns the newest `dateEdited` among its readable records."""
+    async def _process(self, batch: list[object], page: RawPage) -> _Batch:
+        """Diff and commit a batch; returns where its newest readable records stand.
+
+        Records identical to their snapshot (the hash of the raw record matches the
+        one kept) skip validation and diffing: on most sweeps that is nearly all.
+        """
         quarantine: dict[str, str] = {}
-        stored = await self._snapshots_of_raw(batch)
-        unchanged, changed = _split_unchanged(batch, stored)
+        ids = [_rid(raw) for raw in batch]
+        stored = await self._snapshots_of_ids(ids)
+        edited: dict[str, int] = {}
+        changed: list[tuple[object, bytes | None]] = []
+        for raw, rid in zip(batch, ids, strict=True):
+            packed = stored.get(rid) if rid is not None else None
+            hashed = digest(raw) if isinstance(raw, dict) else None
+            if rid is not None and packed and hashed is not None and digest_of(packed) == hashed:
+                edited[rid] = edited_us(packed)
+                self._clear_quarantine(rid, quarantine)
+            else:
+                changed.append((raw, hashed))
         seen = self._observe_all(self.scope.kind, changed, quarantine)
-        for rid in unchanged:
-            self._clear_quarantine(rid, quarantine)
-        self.seen.update(unchanged)
-        self.seen.update(o.id for o in seen)
+        self.seen.update(edited)
+        for obs in seen:
+            self.seen.add(obs.id)
+            edited[obs.id] = to_us(obs.date_edited) if obs.date_edited is not None else 0
         self.result.records += len(batch)
-        dates = [o.date_edited for o in seen if o.date_edited is not None]
-        dates += [d for raw in batch if _rid(raw) in unchanged and (d := _edited(raw))]
-        newest = max(dates) if dates else None
+        newest_us = max(edited.values(), default=0)
+        newest = from_us(newest_us) if newest_us else None
+        at_newest = {rid for rid, us in edited.items() if us == newest_us and us}
+        if newest is not None and len(seen) + len(edited) < len(batch):
+            # An unreadable record at the newest time is handled too (it is in quarantine).
+            at_newest |= {i for r in batch if (i := _rid(r)) is not None and _edited(r) == newest}
         first: dict[str, bytes | None] | None = {o.id: stored.get(o.id) for o in seen}
         for _ in range(_CONFLICT_RETRIES):
             commit = Commit(quarantine=dict(quarantine), state={"buckets": str(self.buckets)})
             if newest is not None:
-                commit.watermark_us = to_us(newest)
+                commit.watermark_us = newest_us
             await self._diff_into(commit, seen, first)
             first = None  # after a conflict, read the snapshots again
             try:
@@ -264,23 +290,25 @@ class _Run:
                 self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
             if newest is not None:
                 self.result.watermark = max(newest, self.result.watermark or newest)
-            return newest
+            return _Batch(newest, at_newest)
         raise Conflict(f"{self.scope}: snapshots kept changing under the sweep")
 
     def _observe_all(
         self,
         kind: Kind,
-        raws: Iterable[Any],
+        raws: Iterable[tuple[Any, bytes | None]],
         quarantine: dict[str, str],
         parent: Observation | None = None,
     ) -> list[Observation]:
-        """Read raw records; the unreadable go to `quarantine` and the sweep goes on."""
+        """Read raw records (each with its digest, if known); the unreadable go to `quarantine`."""
         seen: list[Observation] = []
         course = parent.course_id if parent else self.scope.course_id
         when = parent.date_edited if parent else None
-        for raw in raws:
+        for raw, hashed in raws:
             try:
-                seen.append(observe(kind, raw, course_id=course, fallback_time=when))
+                seen.append(
+                    observe(kind, raw, course_id=course, fallback_time=when, raw_digest=hashed)
+                )
             except Unreadable as e:
                 qkey = f"{self.scope.key}|{e.record_id or _fingerprint(raw)}"
                 quarantine[qkey] = _quarantine_entry(raw, str(e), self.scope, kind)
@@ -302,12 +330,14 @@ class _Run:
             quarantine[qkey] = ""
             self.quarantine_keys.discard(qkey)
 
-    async def _snapshots_of_raw(self, batch: list[object]) -> dict[str, bytes | None]:
-        """The stored snapshots of the records of a page, by id (one pipelined read)."""
-        ids = [rid for raw in batch if (rid := _rid(raw)) is not None]
-        wanted = [(self._bucket_key(rid, False), field_key(rid)) for rid in ids]
-        values = await self.store.read_snapshots(wanted)
-        return dict(zip(ids, values, strict=True))
+    async def _snapshots_of_ids(self, ids: list[str | None]) -> dict[str, bytes | None]:
+        """The stored snapshots of the records of a page, by id (one script call)."""
+        known = [rid for rid in ids if rid is not None]
+        count = self.buckets
+        # bucket_of() inlined: ids from _rid() are lower case already, and this runs per record.
+        wanted = [(crc32(rid.encode()) % count, field_key(rid)) for rid in known]
+        values = await self.store.read_snapshots(self._bucket_prefix(False), wanted)
+        return dict(zip(known, values, strict=True))
 
     async def _diff_into(
         self,
@@ -362,25 +392,26 @@ class _Run:
             type=event["type"],
             feed=self.feed.name,
             course_id=course or "",
-            json=orjson.dumps(event).decode(),
+            json=orjson.dumps(event),
         )
 
     async def _snapshots(
         self, seen: Iterable[Observation], *, details: bool
     ) -> dict[str, bytes | None]:
-        wanted = [(o.id, self._bucket_key(o.id, details)) for o in seen]
-        values = await self.store.read_snapshots([(key, field_key(rid)) for rid, key in wanted])
-        return {rid: value for (rid, _), value in zip(wanted, values, strict=True)}
+        count = self.buckets * (_DETAIL_BUCKETS if details else 1)
+        ids = [o.id for o in seen]
+        wanted = [(bucket_of(rid, count), field_key(rid)) for rid in ids]
+        values = await self.store.read_snapshots(self._bucket_prefix(details), wanted)
+        return dict(zip(ids, values, strict=True))
+
+    def _bucket_prefix(self, details: bool) -> str:
+        return keys.snapshot_buckets(
+            self.store.prefix, self.feed.name, self.scope.key, details=details
+        )
 
     def _bucket_key(self, rid: str, details: bool) -> str:
         count = self.buckets * (_DETAIL_BUCKETS if details else 1)
-        return keys.snapshot_bucket(
-            self.store.prefix,
-            self.feed.name,
-            self.scope.key,
-            bucket_of(rid, count),
-            details=details,
-        )
+        return f"{self._bucket_prefix(details)}{bucket_of(rid, count)}"
 
     # -- drill-down -----------------------------------------------------------------------------
 
@@ -398,10 +429,14 @@ class _Run:
             # modifiedSince is exclusive on some tenants: ask from just before the last edit.
             params = {"modifiedSince": format_datetime(since - _TICK) if since else None}
             raws = await self._raw_list(Op.LIST_USER_LESSON_ENROLLMENTS, ids, params)
-            found += self._observe_all(Kind.lesson_enrollment, raws, commit.quarantine, parent)
+            found += self._observe_all(
+                Kind.lesson_enrollment, _unhashed(raws), commit.quarantine, parent
+            )
         if "chapters" in self.feed.details:
             raws = await self._raw_list(Op.LIST_CHAPTER_ENROLLMENTS, ids, {})
-            found += self._observe_all(Kind.chapter_enrollment, raws, commit.quarantine, parent)
+            found += self._observe_all(
+                Kind.chapter_enrollment, _unhashed(raws), commit.quarantine, parent
+            )
         stored = await self._snapshots(found, details=True)
         attempts_of: list[Observation] = []
         for obs in found:
@@ -431,7 +466,7 @@ class _Run:
                 continue
             ids = {"user_id": user, "course_id": course, "lesson_id": lesson_id}
             raws = await self._raw_list(Op.LIST_LESSON_ATTEMPTS, ids, {})
-            found += self._observe_all(Kind.attempt, raws, commit.quarantine, parent)
+            found += self._observe_all(Kind.attempt, _unhashed(raws), commit.quarantine, parent)
         stored = await self._snapshots(found, details=True)
         for obs in found:
             outcome = self._diff_detail(obs, stored[obs.id], before)
@@ -481,30 +516,8 @@ class _Run:
                 self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
 
 
-def _split_unchanged(
-    batch: list[object], stored: dict[str, bytes | None]
-) -> tuple[set[str], list[object]]:
-    """Ids of records identical to their snapshot (nothing to do), and the other records.
-
-    Comparing the hash of the raw record with the one in its snapshot skips
-    validation and diffing for the records that did not change, which on most
-    sweeps is nearly all of them.
-    """
-    unchanged: set[str] = set()
-    rest: list[object] = []
-    for raw in batch:
-        rid = _rid(raw)
-        packed = stored.get(rid) if rid is not None else None
-        if (
-            rid is not None
-            and packed
-            and isinstance(raw, dict)
-            and digest_of(packed) == digest(raw)
-        ):
-            unchanged.add(rid)
-        else:
-            rest.append(raw)
-    return unchanged, rest
+def _unhashed(raws: list[Any]) -> list[tuple[Any, bytes | None]]:
+    return [(raw, None) for raw in raws]
 
 
 def _unpack(value: bytes | None) -> Snapshot | None:

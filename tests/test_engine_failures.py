@@ -46,9 +46,9 @@ class CrashingStore(Store):
 
     steps: Steps
 
-    async def read_snapshots(self, wanted: Any) -> list[bytes | None]:
+    async def read_snapshots(self, buckets: str, wanted: Any) -> list[bytes | None]:
         self.steps.step()
-        return await super().read_snapshots(wanted)
+        return await super().read_snapshots(buckets, wanted)
 
     async def commit(self, feed: str, scope: str, token: str, commit: Commit) -> None:
         self.steps.step()
