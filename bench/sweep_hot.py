@@ -74,7 +74,7 @@ async def sweep_pages(run: _Run, bodies: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-async def bench(redis_url: str, count: int, profile: bool) -> None:
+async def bench(redis_url: str, count: int, profile: str | None) -> None:
     users = max(1, count // 10)
     spec = TenantSpec(
         users=users, courses=10, enrollment_ratio=1.0, chapters_per_course=1, lessons_per_chapter=1
@@ -97,20 +97,16 @@ async def bench(redis_url: str, count: int, profile: bool) -> None:
     floor_s = await floor(redis, bodies)
     changed_s = await sweep_pages(run, bodies)  # every record new: a created event each
     events = await store.outbox_length()
-    if profile:
-        from pyinstrument import Profiler
-
-        profiler = Profiler(async_mode="enabled")
-        profiler.start()
+    profiler = _profiler() if profile == "unchanged" else None
     unchanged_s = await sweep_pages(run, bodies)
-    if profile:
-        profiler.stop()
-        print(profiler.output_text(unicode=False, color=False, show_all=False))
+    _report(profiler)
     # Every record changes (a new status): a status_changed event each.
     for record in records:
         record["status"] = (record["status"] + 1) % 13
     bodies = pages_of(records)
+    profiler = _profiler() if profile == "changed" else None
     changed2_s = await sweep_pages(run, bodies)
+    _report(profiler)
     n = len(records)
     print(f"{'':34} {'records/s':>10}")
     print(f"{'floor (orjson + pipelined HGET)':34} {n / floor_s:>10,.0f}")
@@ -122,10 +118,26 @@ async def bench(redis_url: str, count: int, profile: bool) -> None:
     await redis.aclose()
 
 
+def _profiler() -> Any:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(async_mode="enabled")
+    profiler.start()
+    return profiler
+
+
+def _report(profiler: Any) -> None:
+    if profiler is not None:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--profile", action="store_true", help="print a pyinstrument profile")
+    parser.add_argument(
+        "--profile", choices=("unchanged", "changed"), help="print a pyinstrument profile of a pass"
+    )
     args = parser.parse_args()
     redis_bin = shutil.which("redis-server") or sys.exit("redis-server is not installed")
     port, workdir = free_port(), Path(tempfile.mkdtemp())

@@ -15,25 +15,28 @@ def event_type(change: Change) -> str:
     return f"absorb.{change.kind.name}.{change.change}"
 
 
+_STATUS_NAMES = {s.value: s.name for s in Status}
+
+
 def status_name(value: int | None) -> str | None:
     """Absorb's name of a status number (the number itself if Absorb added a new one)."""
     if value is None:
         return None
-    try:
-        return Status(value).name
-    except ValueError:
-        return str(value)
+    return _STATUS_NAMES.get(value) or str(value)
 
 
-def event_id(source: str, change: Change) -> str:
-    """The same observed change gives the same id, on any replica, retry or restart."""
+def event_id(source: str, change: Change, *, time: str | None = None) -> str:
+    """The same observed change gives the same id, on any replica, retry or restart.
+
+    `time` is `_time(change)` when the caller has it already.
+    """
     current = change.current
     previous = change.previous
     parts = [
         source,
         event_type(change),
         change.subject,
-        _time(change) or "",
+        (time if time is not None else _time(change)) or "",
         repr(previous.status if previous else None),
         repr(current.status if current else None),
         repr(_norm(current.progress) if current else None),
@@ -46,13 +49,14 @@ def cloud_event(source: str, change: Change) -> dict[str, Any]:
     """The CloudEvents 1.0 structured-mode JSON object for a change."""
     current = change.current
     status = current.status if current else (change.previous.status if change.previous else None)
+    time = _time(change)
     event: dict[str, Any] = {
         "specversion": "1.0",
-        "id": event_id(source, change),
+        "id": event_id(source, change, time=time or ""),
         "source": source,
         "type": event_type(change),
         "subject": change.subject,
-        "time": _time(change),
+        "time": time,
         "datacontenttype": "application/json",
         "status": status_name(status),
     }

@@ -7,11 +7,11 @@ zone or carry seven fractional digits, and `timeSpent` is a .NET TimeSpan string
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
-from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 
 from bridge.absorb import timefmt
@@ -43,17 +43,21 @@ class AttemptStatus(IntEnum):
     Failed = 5
 
 
-def _to_datetime(value: Any) -> Any:
-    return timefmt.parse_datetime(value) if isinstance(value, str) else value
+def _as_utc(value: datetime) -> datetime:
+    # Absorb leaves the zone out and means UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _to_timespan(value: Any) -> Any:
     return timefmt.parse_timespan(value) if isinstance(value, str) else value
 
 
+#: Parsed by pydantic's compiled parser (seven fractional digits: the seventh is dropped);
+#: `AbsorbModel` then puts every timestamp in UTC, a zone-less one being UTC already.
 AbsorbDateTime = Annotated[
     datetime,
-    BeforeValidator(_to_datetime),
     PlainSerializer(timefmt.format_datetime, return_type=str, when_used="json"),
 ]
 TimeSpan = Annotated[
@@ -69,6 +73,15 @@ class AbsorbModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True
     )
+
+    @model_validator(mode="after")
+    def _timestamps_in_utc(self) -> Self:
+        # One call per record, not one per timestamp field: validation is the sweep's hot path.
+        values = self.__dict__
+        for name, value in values.items():
+            if type(value) is datetime and value.tzinfo is not UTC:
+                values[name] = _as_utc(value)
+        return self
 
     def to_absorb(self) -> dict[str, Any]:
         """The body as Absorb spells it (camelCase, unset fields left out)."""

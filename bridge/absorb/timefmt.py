@@ -45,14 +45,11 @@ def format_datetime(value: datetime, *, zulu: bool = True) -> str:
 
 def format_rfc3339(value: datetime) -> str:
     """RFC 3339 UTC with only as many fractional digits as the value needs."""
-    value = value.astimezone(UTC)
-    base = (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
-    )
-    if value.microsecond:
-        base += "." + f"{value.microsecond:06d}".rstrip("0")
-    return base + "Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat() is C: "YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00", fraction only when nonzero.
+    text = value.isoformat()[:-6]
+    return (text.rstrip("0") if value.microsecond else text) + "Z"
 
 
 def parse_timespan(text: str) -> timedelta:
