@@ -6,16 +6,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from bridge.absorb.client import AbsorbClient, describe_invalid
 from bridge.absorb.models import (
-    AbsorbModel,
     Attempt,
     ChapterEnrollment,
     CourseEnrollment,
     LessonEnrollment,
     SessionEnrollment,
+    as_utc,
+    record_validator,
 )
 from bridge.absorb.paths import Op
 from bridge.diff import Observation
@@ -128,12 +129,12 @@ async def discover_scopes(feed: FeedSpec, client: AbsorbClient) -> list[Scope]:
     return [course_scope(feed, course.id) async for course in client.list_courses()]
 
 
-_MODELS: dict[Kind, type[AbsorbModel]] = {
-    Kind.course_enrollment: CourseEnrollment,
-    Kind.lesson_enrollment: LessonEnrollment,
-    Kind.chapter_enrollment: ChapterEnrollment,
-    Kind.session_enrollment: SessionEnrollment,
-    Kind.attempt: Attempt,
+_VALIDATORS: dict[Kind, TypeAdapter[dict[str, Any]]] = {
+    Kind.course_enrollment: record_validator(CourseEnrollment),
+    Kind.lesson_enrollment: record_validator(LessonEnrollment),
+    Kind.chapter_enrollment: record_validator(ChapterEnrollment),
+    Kind.session_enrollment: record_validator(SessionEnrollment),
+    Kind.attempt: record_validator(Attempt),
 }
 
 
@@ -161,38 +162,38 @@ def observe(
     if not isinstance(raw, dict):
         raise Unreadable(f"record is a {type(raw).__name__}, not an object", None)
     try:
-        model = _MODELS[kind].model_validate(raw)
+        values = _VALIDATORS[kind].validate_python(raw)
     except ValidationError as e:
         raise Unreadable(describe_invalid(e, raw), rid if isinstance(rid, str) else None) from None
-    values: dict[str, Any] = model.__dict__
     if kind == Kind.attempt:
-        time = values.get("completion_date") or values.get("start_date")
+        completed = as_utc(values.get("completionDate"))
+        time = completed or as_utc(values.get("startDate"))
         return Observation(
             kind=kind,
-            id=str(values["id"]).lower(),
+            id=values["id"].lower(),
             raw=raw,
             status=_int(values.get("status")),
             progress=None,
             score=values.get("score"),
             is_active=None,
             date_edited=None,
-            date_completed=values.get("completion_date"),
+            date_completed=completed,
             fallback_time=time or fallback_time,
             course_id=course_id,
             raw_digest=raw_digest,
         )
     return Observation(
         kind=kind,
-        id=str(values["id"]).lower(),
+        id=values["id"].lower(),
         raw=raw,
         status=_int(values.get("status")),
         progress=values.get("progress"),
         score=values.get("score"),
-        is_active=values.get("is_active"),
-        date_edited=values.get("date_edited"),
-        date_completed=values.get("date_completed"),
+        is_active=values.get("isActive"),
+        date_edited=as_utc(values.get("dateEdited")),
+        date_completed=as_utc(values.get("dateCompleted")),
         fallback_time=fallback_time,
-        course_id=(values.get("course_id") or course_id),
+        course_id=(values.get("courseId") or course_id),
         raw_digest=raw_digest,
     )
 

@@ -14,10 +14,9 @@ import math
 import struct
 import uuid
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -46,8 +45,7 @@ class Kind(IntEnum):
 _ACTIVE, _ACTIVE_KNOWN, _HAS_PROGRESS, _HAS_SCORE = 1, 2, 4, 8
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """The remembered state of one record."""
 
     kind: Kind

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from bridge.absorb import timefmt
 from bridge.absorb.client import parse_model
 from bridge.absorb.models import (
+    AbsorbModel,
     Attempt,
     AttemptStatus,
     ChapterEnrollment,
@@ -22,6 +24,8 @@ from bridge.absorb.models import (
     LessonEnrollmentPage,
     SessionEnrollment,
     Status,
+    as_utc,
+    record_validator,
 )
 from bridge.errors import AbsorbResponseError
 from bridge.retry import backoff_s, parse_retry_after
@@ -175,3 +179,42 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+
+
+_timestamps_and_spans = [
+    "2024-05-01T10:00:00.1234567", "2024-05-01T12:00:00+02:00", "2024-13-01T00:00:00",
+    "01:02:03", "1.02:03:04.5",
+]  # fmt: skip
+_field_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 20)
+    | st.floats(-1, 200)
+    | st.sampled_from(["", "x", "3", *_timestamps_and_spans])
+)
+_models = st.sampled_from(
+    [CourseEnrollment, LessonEnrollment, ChapterEnrollment, SessionEnrollment, Attempt]
+)
+
+
+@given(_models, st.data())
+def test_record_validator_agrees_with_the_model(
+    model: type[AbsorbModel], data: st.DataObject
+) -> None:
+    """The sweep's dict validator accepts exactly what the model accepts, with the same values."""
+    names = sorted(info.alias or name for name, info in model.model_fields.items())
+    keys = data.draw(st.lists(st.sampled_from(names), unique=True))
+    raw = {key: data.draw(_field_values) for key in keys}
+    if data.draw(st.booleans()):
+        raw["id"] = "5A8B0C6E-0000-4000-8000-000000000001"
+    try:
+        parsed = model.model_validate(raw)
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            record_validator(model).validate_python(raw)
+        return
+    values = record_validator(model).validate_python(raw)
+    for name, info in model.model_fields.items():
+        expected = getattr(parsed, name)
+        got = values.get(info.alias or name)
+        assert (as_utc(got) if isinstance(got, datetime) else got) == expected, name

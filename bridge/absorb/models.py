@@ -7,12 +7,22 @@ zone or carry seven fractional digits, and `timeSpent` is a .NET TimeSpan string
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
-from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Required, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from typing_extensions import TypedDict
 
 from bridge.absorb import timefmt
 
@@ -209,6 +219,35 @@ class Attempt(AbsorbModel):
     score: float | None = None
     start_date: AbsorbDateTime | None = None
     completion_date: AbsorbDateTime | None = None
+
+
+def record_validator(model: type[AbsorbModel]) -> TypeAdapter[dict[str, Any]]:
+    """A validator of raw records with `model`'s fields and rules that returns a plain dict.
+
+    The dict is keyed by Absorb's (camelCase) names and holds only the model's
+    fields, parsed; timestamps are as pydantic parsed them (see `as_utc`). A sweep
+    validates every changed record, and this costs a third of building the model.
+    """
+    return _record_validator(model)
+
+
+@functools.cache
+def _record_validator(model: type[AbsorbModel]) -> TypeAdapter[dict[str, Any]]:
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation: Any = info.rebuild_annotation()
+        fields[info.alias or name] = Required[annotation] if info.is_required() else annotation
+    # The functional form: the field names are known only when this runs.
+    make_typed_dict: Any = TypedDict
+    shape = make_typed_dict(f"{model.__name__}Record", fields, total=False)
+    return TypeAdapter(shape)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A timestamp from `record_validator` in UTC: Absorb means UTC when it gives no zone."""
+    if value is None or value.tzinfo is UTC:
+        return value
+    return _as_utc(value)
 
 
 class FinishAttempt(AbsorbModel):
