@@ -121,10 +121,16 @@ _TRACKED = (
 )
 
 
+#: Absorb's names of the tracked fields, in the order a Snapshot holds them (after `kind`).
+_TRACKED_NAMES = tuple(name for _, name in _TRACKED)
+
+
 def changed_fields(previous: Snapshot, current: Snapshot) -> tuple[str, ...]:
     """Names (Absorb's) of the tracked fields that differ between two snapshots."""
     return tuple(
-        name for attr, name in _TRACKED if getattr(previous, attr) != getattr(current, attr)
+        name
+        for name, before, after in zip(_TRACKED_NAMES, previous[1:7], current[1:7], strict=True)
+        if before != after
     )
 
 

@@ -30,25 +30,28 @@ def event_id(source: str, change: Change, *, time: str | None = None) -> str:
 
     `time` is `_time(change)` when the caller has it already.
     """
-    current = change.current
-    previous = change.previous
-    parts = [
-        source,
-        event_type(change),
-        change.subject,
-        (time if time is not None else _time(change)) or "",
-        repr(previous.status if previous else None),
-        repr(current.status if current else None),
-        repr(_norm(current.progress) if current else None),
-        repr(_norm(current.score) if current else None),
-    ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    current, previous = change.current, change.previous
+    if time is None:
+        time = _time(change) or ""
+    before = previous.status if previous else None
+    if current is None:
+        after = progress = score = None
+    else:
+        after, progress, score = current.status, _norm(current.progress), _norm(current.score)
+    text = (
+        f"{source}\n{event_type(change)}\n{change.subject}\n{time}\n"
+        f"{before!r}\n{after!r}\n{progress!r}\n{score!r}"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def cloud_event(source: str, change: Change) -> dict[str, Any]:
-    """The CloudEvents 1.0 structured-mode JSON object for a change."""
-    current = change.current
-    status = current.status if current else (change.previous.status if change.previous else None)
+    """The CloudEvents 1.0 structured-mode JSON object for a change.
+
+    Attributes without a value are left out (`data` is always there).
+    """
+    current, previous = change.current, change.previous
+    status = current.status if current else (previous.status if previous else None)
     time = _time(change)
     event: dict[str, Any] = {
         "specversion": "1.0",
@@ -56,18 +59,20 @@ def cloud_event(source: str, change: Change) -> dict[str, Any]:
         "source": source,
         "type": event_type(change),
         "subject": change.subject,
-        "time": time,
-        "datacontenttype": "application/json",
-        "status": status_name(status),
     }
-    if change.change != "created" and change.previous is not None:
-        event["previousstatus"] = status_name(change.previous.status)
+    if time is not None:
+        event["time"] = time
+    event["datacontenttype"] = "application/json"
+    if status is not None:
+        event["status"] = status_name(status)
+    if change.change != "created" and previous is not None and previous.status is not None:
+        event["previousstatus"] = status_name(previous.status)
     event["data"] = {
         "current": current.raw if current else None,
-        "previous": change.previous.fields() if change.previous else None,
+        "previous": previous.fields() if previous else None,
         "changed": list(change.changed),
     }
-    return {k: v for k, v in event.items() if v is not None or k == "data"}
+    return event
 
 
 def _norm(value: float | None) -> float | None:

@@ -42,6 +42,7 @@ class Kind(IntEnum):
     attempt = 5
 
 
+_KINDS = {k.value: k for k in Kind}
 _ACTIVE, _ACTIVE_KNOWN, _HAS_PROGRESS, _HAS_SCORE = 1, 2, 4, 8
 
 
@@ -82,14 +83,14 @@ class Snapshot(NamedTuple):
         """Read a stored snapshot back."""
         kind, status, flags, progress, score, edited, completed, digest = _LAYOUT.unpack(data)
         return cls(
-            kind=Kind(kind),
-            status=None if status == _NONE_STATUS else status,
-            progress=_round(progress) if flags & _HAS_PROGRESS else None,
-            score=_round(score) if flags & _HAS_SCORE else None,
-            is_active=bool(flags & _ACTIVE) if flags & _ACTIVE_KNOWN else None,
-            date_edited=_from_micros(edited),
-            date_completed=_from_micros(completed),
-            digest=digest,
+            _KINDS[kind],
+            None if status == _NONE_STATUS else status,
+            _round(progress) if flags & _HAS_PROGRESS else None,
+            _round(score) if flags & _HAS_SCORE else None,
+            bool(flags & _ACTIVE) if flags & _ACTIVE_KNOWN else None,
+            _from_micros(edited),
+            _from_micros(completed),
+            digest,
         )
 
     def fields(self) -> dict[str, Any]:

@@ -501,3 +501,10 @@ def test_static_scopes_kinds_and_courses() -> None:
 def test_course_feed_without_course_ids_is_discovered() -> None:
     """A course feed that names no courses has no static scopes: they are discovered."""
     assert static_scopes(FeedSpec("c", "course_enrollments")) is None
+
+
+def test_tracked_fields_follow_the_snapshot_layout() -> None:
+    """changed_fields() compares snapshots by position: the tracked names must line up."""
+    from bridge.diff import _TRACKED
+
+    assert tuple(attr for attr, _ in _TRACKED) == Snapshot._fields[1:7]
