@@ -71,6 +71,7 @@ async def sweep_pages(run: _Run, bodies: list[bytes]) -> float:
             data["totalItems"], data["returnedItems"], PAGE, data["offset"], data["enrollments"]
         )
         await run._process(page.items, page)
+    await run._settle()  # the last page's commit
     return time.perf_counter() - started
 
 

@@ -12,6 +12,7 @@ until a pass finds nothing new, so an edit during the walk cannot hide a record.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterable
@@ -141,6 +142,7 @@ class _Run:
         self.buckets = 0
         self.baseline_done = False
         self.quarantine_keys: set[str] = set()
+        self._pending: asyncio.Future[None] | None = None
 
     async def go(self) -> SweepResult:
         state = await self.store.scope_state(self.feed.name, self.scope.key)
@@ -154,7 +156,11 @@ class _Run:
         lower = None
         if watermark and not self.full:
             lower = from_us(watermark) - timedelta(seconds=self.feed.lookback_s)
-        await self._walk(_Cursor(lower))
+        try:
+            await self._walk(_Cursor(lower))
+            await self._settle()
+        finally:
+            await self._abandon()
         if self.full:
             await self._find_removed()
         finished = {"baseline": "done", "swept_at": format_rfc3339(clock.now())}
@@ -243,10 +249,14 @@ class _Run:
     # -- one batch: observe, diff, drill down, commit ------------------------------------------
 
     async def _process(self, batch: list[object], page: RawPage) -> _Batch:
-        """Diff and commit a batch; returns where its newest readable records stand.
+        """Diff a batch and start its commit; returns where its newest readable records stand.
 
-        Records identical to their snapshot (the hash of the raw record matches the
-        one kept) skip validation and diffing: on most sweeps that is nearly all.
+        The commit runs while the caller fetches and diffs the next page: the next
+        batch's commit waits for it, so commits land in page order, and a snapshot
+        read before the commit landed fails that later commit's compare-and-set and
+        is read and diffed again. Records identical to their snapshot (the hash of
+        the raw record matches the one kept) skip validation and diffing: on most
+        sweeps that is nearly all of them.
         """
         quarantine: dict[str, str] = {}
         ids = [_rid(raw) for raw in batch]
@@ -273,25 +283,55 @@ class _Run:
         if newest is not None and len(seen) + len(edited) < len(batch):
             # An unreadable record at the newest time is handled too (it is in quarantine).
             at_newest |= {i for r in batch if (i := _rid(r)) is not None and _edited(r) == newest}
-        first: dict[str, bytes | None] | None = {o.id: stored.get(o.id) for o in seen}
+        commit = self._new_commit(quarantine, newest_us)
+        await self._diff_into(commit, seen, {o.id: stored.get(o.id) for o in seen})
+        await self._settle()
+        self._pending = asyncio.ensure_future(self._apply(commit, seen, quarantine, newest_us))
+        return _Batch(newest, at_newest)
+
+    def _new_commit(self, quarantine: dict[str, str], newest_us: int) -> Commit:
+        commit = Commit(quarantine=dict(quarantine), state={"buckets": str(self.buckets)})
+        if newest_us:
+            commit.watermark_us = newest_us
+        return commit
+
+    async def _apply(
+        self,
+        commit: Commit,
+        seen: list[Observation],
+        quarantine: dict[str, str],
+        newest_us: int,
+    ) -> None:
+        """Commit a batch; on a conflict read its snapshots again and diff it again."""
         for _ in range(_CONFLICT_RETRIES):
-            commit = Commit(quarantine=dict(quarantine), state={"buckets": str(self.buckets)})
-            if newest is not None:
-                commit.watermark_us = newest_us
-            await self._diff_into(commit, seen, first)
-            first = None  # after a conflict, read the snapshots again
             try:
                 await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
             except Conflict:
+                commit = self._new_commit(quarantine, newest_us)
+                await self._diff_into(commit, seen)
                 continue
             self.result.quarantined += sum(1 for v in commit.quarantine.values() if v)
             self.result.events += len(commit.events)
             for event in commit.events:
                 self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
-            if newest is not None:
+            if newest_us:
+                newest = from_us(newest_us)
                 self.result.watermark = max(newest, self.result.watermark or newest)
-            return _Batch(newest, at_newest)
+            return
         raise Conflict(f"{self.scope}: snapshots kept changing under the sweep")
+
+    async def _settle(self) -> None:
+        """Wait for the commit in flight, if any (raising what it raised)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    async def _abandon(self) -> None:
+        """After a failure: stop waiting for a commit in flight (it lands whole or not at all)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
     def _observe_all(
         self,
