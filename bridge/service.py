@@ -359,9 +359,7 @@ class Bridge:
                 pass
 
     async def _deliver_step(self, worker: SinkWorker) -> bool:
-        fed = await worker.feed_once()
-        sent = await worker.deliver_once()
-        return bool(fed or sent)
+        return await worker.step()
 
     # -- stats ----------------------------------------------------------------------------
 

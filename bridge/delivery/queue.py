@@ -11,109 +11,15 @@ instead of removing it, so an event claimed by a replica that dies comes back.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from bridge import keys
-
-_ENQUEUE = """
--- KEYS: outbox, entries, blocked, due. ARGV: group, now ms, held prefix, (id, subject, payload)...
-for i = 4, #ARGV, 3 do
-  local id, subject = ARGV[i], ARGV[i + 1]
-  if redis.call('hexists', KEYS[2], id) == 0 then
-    redis.call('hset', KEYS[2], id, ARGV[i + 2])
-    if redis.call('hexists', KEYS[3], subject) == 1 then
-      redis.call('rpush', ARGV[3] .. subject, id)
-    else
-      redis.call('hset', KEYS[3], subject, id)
-      redis.call('zadd', KEYS[4], ARGV[2], id)
-    end
-  end
-  if ARGV[1] ~= '' then redis.call('xack', KEYS[1], ARGV[1], id) end
-end
-return 1
-"""
-
-_CLAIM = """
--- KEYS: due, entries. ARGV: now ms, hide ms, count. Due events, hidden for `hide` ms.
-local ids = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('zadd', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
-  table.insert(out, id)
-  table.insert(out, redis.call('hget', KEYS[2], id) or '')
-end
-return out
-"""
-
-_SETTLE = """
--- KEYS: due, entries, blocked, dead letters. ARGV: id, subject, held key, dead entry, now ms.
-if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
-if ARGV[4] ~= '' then redis.call('xadd', KEYS[4], '*', 'entry', ARGV[4]) end
-redis.call('zrem', KEYS[1], ARGV[1])
-redis.call('hdel', KEYS[2], ARGV[1])
-local nxt = redis.call('lpop', ARGV[3])
-if nxt then
-  redis.call('hset', KEYS[3], ARGV[2], nxt)
-  redis.call('zadd', KEYS[1], ARGV[5], nxt)
-else
-  redis.call('hdel', KEYS[3], ARGV[2])
-end
-return 1
-"""
-
-_SETTLE_MANY = """
--- KEYS: due, entries, blocked. ARGV: now ms, held prefix, (id, subject)...
--- Delivered events leave the queue; the next event of each subject becomes due.
-local done = 0
-for i = 3, #ARGV, 2 do
-  local id, subject = ARGV[i], ARGV[i + 1]
-  if redis.call('zscore', KEYS[1], id) then
-    redis.call('zrem', KEYS[1], id)
-    redis.call('hdel', KEYS[2], id)
-    local nxt = redis.call('lpop', ARGV[2] .. subject)
-    if nxt then
-      redis.call('hset', KEYS[3], subject, nxt)
-      redis.call('zadd', KEYS[1], ARGV[1], nxt)
-    else
-      redis.call('hdel', KEYS[3], subject)
-    end
-    done = done + 1
-  end
-end
-return done
-"""
-
-_RESCHEDULE = """
--- KEYS: due, entries. ARGV: id, next ms, payload.
-if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
-redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
-redis.call('hset', KEYS[2], ARGV[1], ARGV[3])
-return 1
-"""
-
-_REPLAY = """
--- KEYS: dead letters, entries, blocked, due.
--- ARGV: now ms, held prefix, (dead id, id, subject, payload)...
-local moved = 0
-for i = 3, #ARGV, 4 do
-  if redis.call('xdel', KEYS[1], ARGV[i]) == 1 then
-    local id, subject = ARGV[i + 1], ARGV[i + 2]
-    redis.call('hset', KEYS[2], id, ARGV[i + 3])
-    if redis.call('hexists', KEYS[3], subject) == 1 then
-      redis.call('rpush', ARGV[2] .. subject, id)
-    else
-      redis.call('hset', KEYS[3], subject, id)
-      redis.call('zadd', KEYS[4], ARGV[1], id)
-    end
-    moved = moved + 1
-  end
-end
-return moved
-"""
+from bridge.delivery import scripts
 
 
 @dataclass
@@ -129,15 +35,36 @@ class Queued:
     error: str | None = None
 
     def payload(self) -> str:
-        """How the event is stored in the queue."""
-        return json.dumps(self.__dict__, separators=(",", ":"))
+        """How the event is stored in the queue: its details as JSON, a newline, the event.
+
+        The event's JSON text stays as it is, so neither the scripts nor the worker
+        escape and unescape it on every step; compact JSON has no raw newline, so the
+        first newline always ends the details.
+        """
+        meta = {k: v for k, v in self.__dict__.items() if k not in ("id", "event")}
+        return f"{orjson.dumps(meta).decode()}\n{self.event}"
 
     @classmethod
-    def load(cls, entry_id: str, payload: str) -> Queued:
+    def load(cls, entry_id: str, payload: str | bytes) -> Queued:
         """An event back from the queue."""
-        data: dict[str, Any] = json.loads(payload)
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        meta, newline, event = text.partition("\n")
+        data: dict[str, Any] = orjson.loads(meta)
+        if newline:
+            data["event"] = event
+        # else: one JSON object with the event inside, as queues written before held them
         data["id"] = entry_id
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """An outbox entry read for routing: what the routes look at."""
+
+    id: str
+    feed: str
+    course_id: str
+    event: str
 
 
 @dataclass
@@ -163,44 +90,69 @@ class DeliveryQueue:
         self.held = keys.delivery_held_prefix(prefix, sink)
         self.dead = keys.dead_letters(prefix, sink)
         self.disabled_key = keys.sink_disabled(prefix, sink)
-        self._enqueue = redis.register_script(_ENQUEUE)
-        self._claim = redis.register_script(_CLAIM)
-        self._settle = redis.register_script(_SETTLE)
-        self._settle_many = redis.register_script(_SETTLE_MANY)
-        self._reschedule = redis.register_script(_RESCHEDULE)
-        self._replay = redis.register_script(_REPLAY)
+        self._feed = redis.register_script(scripts.FEED)
+        self._route = redis.register_script(scripts.ROUTE)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._settle = redis.register_script(scripts.SETTLE)
+        self._settle_many = redis.register_script(scripts.SETTLE_MANY)
+        self._reschedule = redis.register_script(scripts.RESCHEDULE)
+        self._replay = redis.register_script(scripts.REPLAY)
 
-    async def enqueue(self, events: Sequence[Queued], now_ms: int, *, ack: bool = True) -> None:
-        """Queue events (acknowledging them in the outbox group in the same step)."""
-        args: list[Any] = [self.group if ack else "", now_ms, self.held]
-        for q in events:
-            args += [q.id, q.subject, q.payload()]
-        await self._enqueue(keys=[self.outbox, self.entries, self.blocked, self.due], args=args)
+    async def feed(
+        self, consumer: str, count: int, now_ms: int, *, take_all: bool
+    ) -> tuple[int, list[OutboxEntry]]:
+        """Read outbox entries: this consumer's pending ones first, else new ones.
 
-    async def ack(self, entry_ids: Sequence[str]) -> None:
-        """Acknowledge outbox entries this sink does not want."""
-        if entry_ids:
-            await self.redis.xack(self.outbox, self.group, *entry_ids)
+        With `take_all` they are queued and acknowledged in the same step; otherwise
+        they are returned for routing (and stay pending until `route` settles them).
+        Returns how many entries were read, and those returned.
+        """
+        reply = await self._feed(
+            keys=[self.outbox, self.entries, self.blocked, self.due],
+            args=[self.group, now_ms, self.held, consumer, count, "all" if take_all else ""],
+        )
+        if take_all:
+            return int(reply[0]), []
+        values = _unpack(reply[1], reply[2])
+        # An entry trimmed away before it was read comes back without an event.
+        entries = [
+            OutboxEntry(*(value.decode() for value in values[i : i + 4]))
+            for i in range(0, len(values), 4)
+        ]
+        return int(reply[0]), entries
+
+    async def route(self, wanted: Sequence[str], unwanted: Sequence[str], now_ms: int) -> None:
+        """Queue the outbox entries this sink wants and acknowledge the rest, in one step."""
+        if wanted or unwanted:
+            await self._route(
+                keys=[self.outbox, self.entries, self.blocked, self.due],
+                args=[self.group, now_ms, self.held, " ".join(wanted), " ".join(unwanted)],
+            )
 
     async def claim(self, now_ms: int, hide_ms: int, count: int) -> list[Queued]:
-        """Due events, hidden from other replicas for `hide_ms` while this one tries them."""
-        flat = await self._claim(keys=[self.due, self.entries], args=[now_ms, hide_ms, count])
-        pairs = zip(flat[0::2], flat[1::2], strict=True)
-        return [Queued.load(_text(i), _text(p)) for i, p in pairs if p]
+        """Due events, hidden from other replicas for `hide_ms` while this one tries them.
+
+        None while the sink is disabled.
+        """
+        lengths, blob = await self._claim(
+            keys=[self.due, self.entries, self.disabled_key], args=[now_ms, hide_ms, count]
+        )
+        values = _unpack(lengths, blob)
+        return [Queued.load(values[i].decode(), values[i + 1]) for i in range(0, len(values), 2)]
 
     async def delivered_many(self, done: Sequence[Queued], now_ms: int) -> int:
         """Remove delivered events; the next event of each subject becomes due at once."""
         if not done:
             return 0
-        args: list[Any] = [now_ms, self.held]
-        for q in done:
-            args += [q.id, q.subject]
-        settled = await self._settle_many(keys=[self.due, self.entries, self.blocked], args=args)
+        lengths, blob = _pack(value for q in done for value in (q.id, q.subject))
+        settled = await self._settle_many(
+            keys=[self.due, self.entries, self.blocked], args=[now_ms, self.held, lengths, blob]
+        )
         return int(settled)
 
     async def dead_letter(self, q: Queued, failed_at: str, now_ms: int) -> bool:
         """Move an event that ran out of tries to the dead letters; its subject moves on."""
-        entry = json.dumps({**json.loads(q.payload()), "failed_at": failed_at})
+        entry = json.dumps({**q.__dict__, "failed_at": failed_at})
         return await self._done(q, entry, now_ms)
 
     async def _done(self, q: Queued, dead: str, now_ms: int) -> bool:
@@ -257,7 +209,7 @@ class DeliveryQueue:
         queued = int(await self.redis.hlen(self.entries))
         retrying = 0
         for payload in (await self.redis.hvals(self.entries)) if queued < 10_000 else []:
-            retrying += 1 if json.loads(_text(payload)).get("attempts") else 0
+            retrying += 1 if Queued.load("", payload).attempts else 0
         return {
             "queued": queued,
             "retrying": retrying,
@@ -267,3 +219,19 @@ class DeliveryQueue:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pack(values: Iterable[str]) -> tuple[str, bytes]:
+    """Strings as two script arguments: their byte lengths, and their bytes end to end."""
+    encoded = [value.encode() for value in values]
+    return " ".join(map(str, map(len, encoded))), b"".join(encoded)
+
+
+def _unpack(lengths: bytes | str, blob: bytes | str) -> list[bytes]:
+    """The values a script packed with its `pack`."""
+    data = blob.encode() if isinstance(blob, str) else blob
+    values, start = [], 0
+    for length in map(int, lengths.split()):
+        values.append(data[start : start + length])
+        start += length
+    return values

@@ -6,8 +6,10 @@ import asyncio
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
+import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -18,7 +20,7 @@ from bridge.delivery.policy import DEFAULT_SCHEDULE_S, Circuit, next_delay_s
 from bridge.delivery.queue import DeliveryQueue, Queued
 from bridge.ratelimit import TokenBucket
 from bridge.routes import Route, sinks_for
-from bridge.sinks.base import Delivery, Sink, SinkError
+from bridge.sinks.base import BatchSink, Delivery, Sink, SinkError
 
 log = structlog.get_logger(__name__)
 
@@ -29,10 +31,10 @@ _CLAIM_EVERY_S = 5.0
 class SinkWorker:
     """One sink's delivery: `feed_once()` and `deliver_once()` are the steps the daemon repeats.
 
-    Subjects are delivered concurrently (up to `max_in_flight`), each subject's
-    events one after the other; a failed event is tried again on the sink's
-    schedule while the events behind it wait, and dead-lettered when the schedule
-    runs out.
+    Subjects are delivered concurrently (up to `max_in_flight`; a sink that takes
+    batches gets up to `max_batch` at a time), each subject's events one after the
+    other; a failed event is tried again on the sink's schedule while the events
+    behind it wait, and dead-lettered when the schedule runs out.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class SinkWorker:
         consumer: str,
         schedule: Sequence[float] = DEFAULT_SCHEDULE_S,
         max_in_flight: int = 8,
+        max_batch: int = 500,
         rate_limit_per_s: float | None = None,
         hide_s: float = 60.0,
         claim_idle_s: float = 60.0,
@@ -58,6 +61,7 @@ class SinkWorker:
         self.consumer = consumer
         self.schedule = tuple(schedule)
         self.max_in_flight = max_in_flight
+        self.max_batch = max_batch
         self.hide_ms = int(hide_s * 1000)
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.batch = batch
@@ -68,6 +72,14 @@ class SinkWorker:
         self.delivered = 0
         self.failed = 0
         self._claimed_at = float("-inf")
+        # A paced sink takes its events one by one, each when the rate limit lets it.
+        self._batches = sink if isinstance(sink, BatchSink) and self.bucket is None else None
+        self._takes_all = _takes_everything(routes, sink.name)
+        # Labelled once: looking the children up again per event shows in profiles.
+        self._delivered_total = metrics.DELIVERY_ATTEMPTS.labels(sink.name, "delivered")
+        self._latency = metrics.DELIVERY_LATENCY.labels(sink.name)
+        self._in_flight = metrics.SINK_IN_FLIGHT.labels(sink.name)
+        self._circuit_open = metrics.SINK_CIRCUIT_OPEN.labels(sink.name)
 
     async def setup(self) -> None:
         """Create the sink's consumer group at the start of the outbox if it is new."""
@@ -79,9 +91,21 @@ class SinkWorker:
             if "BUSYGROUP" not in str(e):
                 raise
 
+    async def step(self) -> bool:
+        """Feed and deliver at the same time (as the daemon does); whether anything moved."""
+        # Claiming goes first: Redis answers it before it runs the feed's longer script,
+        # which then overlaps with the sending.
+        sent, fed = await asyncio.gather(
+            self.deliver_once(), self.feed_once(), return_exceptions=True
+        )
+        for outcome in (sent, fed):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return bool(fed or sent)
+
     # -- outbox -> queue ------------------------------------------------------------------
 
-    async def feed_once(self, block_ms: int | None = None) -> int:
+    async def feed_once(self) -> int:
         """Move a batch of outbox entries into the queue (those routed here) or past it."""
         if clock.monotonic() - self._claimed_at >= _CLAIM_EVERY_S:
             # Entries another replica read but never queued (it died in between).
@@ -94,100 +118,83 @@ class SinkWorker:
                 start_id="0-0",
                 count=self.batch,
             )
-        entries = await self._read("0", None) or await self._read(">", block_ms)
-        if not entries:
-            return 0
-        wanted: list[Queued] = []
-        unwanted: list[str] = []
-        for entry_id, fields in entries:
-            if "event" not in fields:  # trimmed away before it was read: nothing to deliver
-                unwanted.append(entry_id)
-                continue
-            event = json.loads(fields["event"])
-            feed, course = fields.get("feed", ""), fields.get("course", "")
-            if self.sink.name in sinks_for(self.routes, event, feed=feed, course_id=course):
-                wanted.append(Queued(entry_id, fields["subject"], fields["event"], feed, course))
-            else:
-                unwanted.append(entry_id)
-        if wanted:
-            await self.queue.enqueue(wanted, _now_ms())
-        await self.queue.ack(unwanted)
-        return len(entries)
-
-    async def _read(self, start: str, block_ms: int | None) -> list[tuple[str, dict[str, str]]]:
-        reply: Any = await self.redis.xreadgroup(
-            self.queue.group,
-            self.consumer,
-            {self.queue.outbox: start},
-            count=self.batch,
-            block=block_ms,
+        read, entries = await self.queue.feed(
+            self.consumer, self.batch, _now_ms(), take_all=self._takes_all
         )
-        if not reply:
-            return []
-        return [
-            (_text(i), {_text(k): _text(v) for k, v in (f or {}).items()}) for i, f in reply[0][1]
-        ]
+        if entries:
+            wanted: list[str] = []
+            unwanted: list[str] = []
+            for entry in entries:
+                routed = entry.event and self.sink.name in sinks_for(
+                    self.routes, _load(entry.event), feed=entry.feed, course_id=entry.course_id
+                )
+                (wanted if routed else unwanted).append(entry.id)
+            await self.queue.route(wanted, unwanted, _now_ms())
+        return read
 
     # -- queue -> sink --------------------------------------------------------------------
 
     async def deliver_once(self) -> int:
         """Try the due events (one per subject, several subjects at once); returns how many went."""
-        if await self.queue.disabled():
-            return 0
-        now = clock.monotonic()
-        if not self.circuit.allows(now):
+        if not self.circuit.allows(clock.monotonic()):
             return 0
         probing = self.circuit.probing
+        count = 1 if probing else self.max_batch if self._batches else self.max_in_flight
         try:
-            claimed = await self.queue.claim(
-                _now_ms(), self.hide_ms, 1 if probing else self.max_in_flight
-            )
+            claimed = await self.queue.claim(_now_ms(), self.hide_ms, count)
             if not claimed:
                 if probing:
                     self.circuit.abandon_probe()  # nothing to probe with: try again next time
                 return 0
-            results = await asyncio.gather(*(self._attempt(q) for q in claimed))
+            deliveries = [Delivery(_load(q.event), q.event, q.feed, q.course_id) for q in claimed]
+            self._in_flight.inc(len(deliveries))
+            try:
+                outcomes = await self._send(deliveries)
+            finally:
+                self._in_flight.dec(len(deliveries))
         except BaseException:
             if probing and self.circuit.probing:
                 self.circuit.abandon_probe()  # an error elsewhere (Redis) is no verdict on the sink
             raise
-        sent = [q for q, ok in zip(claimed, results, strict=True) if ok]
+        sent: list[Queued] = []
+        for q, delivery, error in zip(claimed, deliveries, outcomes, strict=True):
+            if error is None:
+                self.circuit.succeeded()
+                sent.append(q)
+            else:
+                await self._failed(q, delivery, error)
+        self._circuit_open.set(int(self.circuit.is_open))
         now_ms = _now_ms()
         await self.queue.delivered_many(sent, now_ms)
         self.delivered += len(sent)
-        metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "delivered").inc(len(sent))
-        latency = metrics.DELIVERY_LATENCY.labels(self.sink.name)
+        self._delivered_total.inc(len(sent))
         for q in sent:
-            latency.observe(max(0, now_ms - int(q.id.split("-", 1)[0])) / 1000)
+            self._latency.observe(max(0, now_ms - int(q.id.split("-", 1)[0])) / 1000)
+        if sent:
+            log.debug("delivery.sent", sink=self.sink.name, events=len(sent))
         return len(sent)
 
-    async def _attempt(self, q: Queued) -> bool:
-        """Send one event; True when the sink took it (the caller settles it)."""
+    async def _send(self, deliveries: list[Delivery]) -> list[SinkError | None]:
+        """One outcome per delivery: in one batch when the sink takes batches, else concurrently."""
+        if self._batches is not None:
+            try:
+                return await self._batches.send_many(deliveries)
+            except SinkError as e:
+                return [e] * len(deliveries)
+        return await asyncio.gather(*(self._send_one(d) for d in deliveries))
+
+    async def _send_one(self, delivery: Delivery) -> SinkError | None:
         if self.bucket is not None:
             await self.bucket.acquire()
-        event: dict[str, Any] = json.loads(q.event)
-        in_flight = metrics.SINK_IN_FLIGHT.labels(self.sink.name)
-        in_flight.inc()
         try:
-            await self.sink.send(Delivery(event, q.event, q.feed, q.course_id))
+            await self.sink.send(delivery)
         except SinkError as e:
-            await self._failed(q, event, e)
-            return False
-        finally:
-            in_flight.dec()
-            metrics.SINK_CIRCUIT_OPEN.labels(self.sink.name).set(int(self.circuit.is_open))
-        self.circuit.succeeded()
-        log.debug(
-            "delivery.sent",
-            sink=self.sink.name,
-            feed=q.feed,
-            id=event.get("id"),
-            attempt=q.attempts + 1,
-        )
-        return True
+            return e
+        return None
 
-    async def _failed(self, q: Queued, event: dict[str, Any], error: SinkError) -> None:
+    async def _failed(self, q: Queued, delivery: Delivery, error: SinkError) -> None:
         self.failed += 1
+        event_id = delivery.event.get("id")
         if error.gone:
             metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "gone").inc()
             metrics.SINK_DISABLED.labels(self.sink.name).set(1)
@@ -214,7 +221,7 @@ class SinkWorker:
                 "delivery.dead_lettered",
                 sink=self.sink.name,
                 feed=q.feed,
-                id=event.get("id"),
+                id=event_id,
                 attempts=q.attempts,
                 error=str(error),
             )
@@ -225,7 +232,7 @@ class SinkWorker:
             "delivery.retrying",
             sink=self.sink.name,
             feed=q.feed,
-            id=event.get("id"),
+            id=event_id,
             attempt=q.attempts,
             in_s=round(delay, 3),
             error=str(error),
@@ -257,3 +264,21 @@ def _now_ms() -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _load(text: str) -> dict[str, Any]:
+    """A CloudEvent from its JSON text."""
+    try:
+        event: dict[str, Any] = orjson.loads(text)
+    except orjson.JSONDecodeError:  # orjson refuses integers beyond 64 bits: ask the stdlib
+        event = json.loads(text)
+    return event
+
+
+def _takes_everything(routes: Sequence[Route], sink: str) -> bool:
+    """Whether a route without filters names the sink: then no event needs routing."""
+    return any(
+        sink in route.sinks
+        and all(getattr(route, f.name) is None for f in fields(route) if f.name != "sinks")
+        for route in routes
+    )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bridge.errors import BridgeError
 
@@ -67,4 +68,21 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Release what `start` opened; safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class BatchSink(Sink, Protocol):
+    """A sink that can also take many events in one go (one round trip), such as a queue.
+
+    The delivery worker hands it hundreds of events at a time, never two of one
+    subject, instead of sending them one by one.
+    """
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[SinkError | None]:
+        """Deliver several events; one outcome per delivery, in order.
+
+        None where the sink confirmed the event, the `SinkError` where it did not: one
+        event failing must not fail the others.
+        """
         ...

@@ -1,0 +1,230 @@
+"""The delivery queue's Lua scripts: each step that must be atomic is one script.
+
+Events travel to and from the scripts packed into two values (their lengths,
+then their bytes end to end): redis-py spends more time framing thousands of
+small arguments and parsing thousands of small replies than Redis spends running
+a script. Inside, commands that take many members (ZADD, XACK, HDEL, ...) are
+called once per batch rather than once per event.
+
+The queue's keys: `entries` (hash, id -> payload), `due` (sorted set, id -> when
+it may be tried), `blocked` (hash, subject -> the id at its front) and one held
+list per subject (the ids queued behind the front one, oldest first).
+"""
+
+from __future__ import annotations
+
+_HELPERS = """
+local function split(lengths, blob)
+  local out, pos = {}, 1
+  for len in string.gmatch(lengths, '%d+') do
+    len = tonumber(len)
+    out[#out + 1] = string.sub(blob, pos, pos + len - 1)
+    pos = pos + len
+  end
+  return out
+end
+local function pack(values)
+  local lengths = {}
+  for i, value in ipairs(values) do lengths[i] = #value end
+  return {table.concat(lengths, ' '), table.concat(values)}
+end
+-- `command` with `values` appended, a few thousand at a time (unpack has a limit); the
+-- replies that are arrays, joined.
+local function call_many(command, values)
+  local replies = {}
+  for i = 1, #values, 4000 do
+    local args = {unpack(command)}
+    for j = i, math.min(i + 3999, #values) do args[#args + 1] = values[j] end
+    local reply = redis.call(unpack(args))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do replies[#replies + 1] = value end
+    end
+  end
+  return replies
+end
+"""
+
+_QUEUE = """
+-- KEYS: outbox, entries, blocked, due. ARGV: group, now ms, held prefix, ...
+-- Queue outbox entries (each once) and acknowledge them all. A subject's oldest queued
+-- event is due; the later ones wait in its held list. Payload: meta JSON, newline, event.
+local function queue(read)
+  local due, acked = {}, {}
+  for _, entry in ipairs(read) do
+    local id, fields, f = entry[1], entry[2] or {}, {}
+    for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+    if f.event then
+      local subject = f.subject or ''
+      local meta = cjson.encode({subject = subject, feed = f.feed or '',
+        course_id = f.course or '', attempts = 0})
+      if redis.call('hsetnx', KEYS[2], id, meta .. '\\n' .. f.event) == 1 then
+        if redis.call('hsetnx', KEYS[3], subject, id) == 1 then
+          due[#due + 1] = ARGV[2]
+          due[#due + 1] = id
+        else
+          redis.call('rpush', ARGV[3] .. subject, id)
+        end
+      end
+    end
+    acked[#acked + 1] = id
+  end
+  call_many({'zadd', KEYS[4]}, due)
+  call_many({'xack', KEYS[1], ARGV[1]}, acked)
+end
+"""
+
+FEED = (
+    _HELPERS
+    + _QUEUE
+    + """
+-- ARGV: group, now ms, held prefix, consumer, count, 'all' when every event is wanted.
+-- This consumer's pending entries first (a crash left them, or they were claimed from a
+-- dead replica), else new ones. 'all' queues them here; otherwise they go back packed
+-- (id, feed, course, event each) for the caller to route, and stay pending until then.
+local function read(start)
+  local reply = redis.call('xreadgroup', 'GROUP', ARGV[1], ARGV[4], 'COUNT', ARGV[5],
+    'STREAMS', KEYS[1], start)
+  if reply then return reply[1][2] end
+  return {}
+end
+local entries = read('0')
+if #entries == 0 then entries = read('>') end
+if ARGV[6] == 'all' then
+  queue(entries)
+  return {#entries}
+end
+local values = {}
+for _, entry in ipairs(entries) do
+  local fields, f = entry[2] or {}, {}
+  for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+  for _, value in ipairs({entry[1], f.feed or '', f.course or '', f.event or ''}) do
+    values[#values + 1] = value
+  end
+end
+local packed = pack(values)
+return {#entries, packed[1], packed[2]}
+"""
+)
+
+ROUTE = (
+    _HELPERS
+    + _QUEUE
+    + """
+-- ARGV: group, now ms, held prefix, ids to queue, ids to acknowledge only (space-separated).
+local wanted, unwanted = {}, {}
+for id in string.gmatch(ARGV[4], '%S+') do
+  local found = redis.call('xrange', KEYS[1], id, id)[1]
+  wanted[#wanted + 1] = found or {id, false}
+end
+queue(wanted)
+for id in string.gmatch(ARGV[5], '%S+') do unwanted[#unwanted + 1] = id end
+call_many({'xack', KEYS[1], ARGV[1]}, unwanted)
+return 1
+"""
+)
+
+CLAIM = (
+    _HELPERS
+    + """
+-- KEYS: due, entries, disabled flag. ARGV: now ms, hide ms, count.
+-- Due events, hidden for `hide` ms, packed as (id, payload) pairs; none while disabled.
+if redis.call('exists', KEYS[3]) == 1 then return {'', ''} end
+local ids = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #ids == 0 then return {'', ''} end
+local hidden, values = {}, {}
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for i, id in ipairs(ids) do
+  hidden[#hidden + 1] = until_ms
+  hidden[#hidden + 1] = id
+end
+call_many({'zadd', KEYS[1]}, hidden)
+local payloads = call_many({'hmget', KEYS[2]}, ids)
+for i, id in ipairs(ids) do
+  if payloads[i] then
+    values[#values + 1] = id
+    values[#values + 1] = payloads[i]
+  end
+end
+return pack(values)
+"""
+)
+
+SETTLE = """
+-- KEYS: due, entries, blocked, dead letters. ARGV: id, subject, held key, dead entry, now ms.
+if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
+if ARGV[4] ~= '' then redis.call('xadd', KEYS[4], '*', 'entry', ARGV[4]) end
+redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[1])
+local nxt = redis.call('lpop', ARGV[3])
+if nxt then
+  redis.call('hset', KEYS[3], ARGV[2], nxt)
+  redis.call('zadd', KEYS[1], ARGV[5], nxt)
+else
+  redis.call('hdel', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
+SETTLE_MANY = (
+    _HELPERS
+    + """
+-- KEYS: due, entries, blocked. ARGV: now ms, held prefix, packed (id, subject) pairs.
+-- Delivered events leave the queue; the next event of each subject becomes due. An
+-- event no longer in the queue (settled by another replica) is left alone.
+local items = split(ARGV[3], ARGV[4])
+if #items == 0 then return 0 end
+local ids = {}
+for i = 1, #items, 2 do ids[#ids + 1] = items[i] end
+local scores = call_many({'zmscore', KEYS[1]}, ids)
+local done, fronts, emptied, due = {}, {}, {}, {}
+for n, id in ipairs(ids) do
+  if scores[n] then
+    local subject = items[2 * n]
+    done[#done + 1] = id
+    local nxt = redis.call('lpop', ARGV[2] .. subject)
+    if nxt then
+      fronts[#fronts + 1] = subject
+      fronts[#fronts + 1] = nxt
+      due[#due + 1] = ARGV[1]
+      due[#due + 1] = nxt
+    else
+      emptied[#emptied + 1] = subject
+    end
+  end
+end
+call_many({'zrem', KEYS[1]}, done)
+call_many({'hdel', KEYS[2]}, done)
+call_many({'hset', KEYS[3]}, fronts)
+call_many({'hdel', KEYS[3]}, emptied)
+call_many({'zadd', KEYS[1]}, due)
+return #done
+"""
+)
+
+RESCHEDULE = """
+-- KEYS: due, entries. ARGV: id, next ms, payload.
+if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+redis.call('hset', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+REPLAY = """
+-- KEYS: dead letters, entries, blocked, due.
+-- ARGV: now ms, held prefix, (dead id, id, subject, payload)...
+local moved = 0
+for i = 3, #ARGV, 4 do
+  if redis.call('xdel', KEYS[1], ARGV[i]) == 1 then
+    local id, subject = ARGV[i + 1], ARGV[i + 2]
+    redis.call('hset', KEYS[2], id, ARGV[i + 3])
+    if redis.call('hexists', KEYS[3], subject) == 1 then
+      redis.call('rpush', ARGV[2] .. subject, id)
+    else
+      redis.call('hset', KEYS[3], subject, id)
+      redis.call('zadd', KEYS[4], ARGV[1], id)
+    end
+    moved = moved + 1
+  end
+end
+return moved
+"""
