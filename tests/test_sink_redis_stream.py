@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.config import RedisStreamSinkConfig
-from bridge.delivery import SinkWorker
+from bridge.delivery import Queued, SinkWorker
 from bridge.sinks.redis_stream import RedisStreamSink
 from bridge.store import Store
 from tests.conftest import free_port
@@ -141,5 +141,5 @@ async def test_a_redis_that_refuses_then_comes_back_gets_everything(
 
 async def _first_error(redis: aioredis.Redis, worker: SinkWorker) -> str:
     payloads: Any = await redis.hvals(worker.queue.entries)
-    errors = [json.loads(p).get("error") for p in payloads]
+    errors = [Queued.load("", p).error for p in payloads]
     return next((e for e in errors if e), "")

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from bridge import __version__, clock
 from bridge.config import HttpSinkConfig
 from bridge.retry import parse_retry_after
 from bridge.sinks.base import Delivery, SinkError
-from bridge.sinks.signing import signature_header
+from bridge.sinks.signing import Signer
 
 STRUCTURED = "application/cloudevents+json"
 
@@ -28,15 +29,24 @@ class HttpSink:
         self.config = config
         self._session = session
         self._owns_session = session is None
-        self._secrets = [s.get_secret_value() for s in config.signing_secrets()]
+        self._signer = Signer(s.get_secret_value() for s in config.signing_secrets())
         self._template: Any = None
+        # Built once: parsing the URL and making a timeout per request is measurable.
+        self._url = URL(config.url)
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self._headers = {**config.headers, **_auth_header(config)}
 
     async def start(self) -> None:
         """Open the HTTP session and load the body template, if any."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.config.tls_verify),
+                # Kept-alive connections for every delivery that may be under way at once.
+                connector=aiohttp.TCPConnector(
+                    ssl=self.config.tls_verify, limit=self.config.max_in_flight
+                ),
                 headers={"User-Agent": f"absorb-bridge/{__version__}"},
+                # A receiver's cookies have no business in the next delivery.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         if self.config.template is not None and self._template is None:
             self._template = _load_template(self.name, self.config.template)
@@ -47,33 +57,28 @@ class HttpSink:
             await self._session.close()
         self._session = None
 
-    def request(self, delivery: Delivery) -> tuple[str, dict[str, str]]:
+    def request(self, delivery: Delivery) -> tuple[bytes, dict[str, str]]:
         """The body and headers of one attempt (signed with this attempt's timestamp)."""
-        event = delivery.event
         headers: dict[str, str] = {}
         if self._template is not None:
-            body = _render(self.name, self._template, event)
+            text = _render(self.name, self._template, delivery.event)
             headers["Content-Type"] = "application/json"
         elif self.config.mode == "binary":
-            body = json.dumps(event.get("data"), separators=(",", ":"))
+            event = delivery.event
+            text = json.dumps(event.get("data"), separators=(",", ":"))
             headers["Content-Type"] = str(event.get("datacontenttype", "application/json"))
             for key, value in event.items():
                 if key not in ("data", "datacontenttype") and value is not None:
                     headers[f"ce-{key}"] = str(value)
         else:
-            body = delivery.body
+            text = delivery.body
             headers["Content-Type"] = STRUCTURED
+        body = text.encode()
         timestamp = int(clock.now().timestamp())
         headers["webhook-id"] = delivery.id
         headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = signature_header(self._secrets, delivery.id, timestamp, body)
-        headers.update(self.config.headers)
-        if self.config.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {self.config.bearer_token.get_secret_value()}"
-        elif self.config.basic_auth is not None:
-            auth = self.config.basic_auth
-            pair = f"{auth.username}:{auth.password.get_secret_value()}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        headers["webhook-signature"] = self._signer.header(delivery.id, timestamp, body)
+        headers.update(self._headers)
         return body, headers
 
     async def send(self, delivery: Delivery) -> None:
@@ -82,10 +87,9 @@ class HttpSink:
             await self.start()
         assert self._session is not None
         body, headers = self.request(delivery)
-        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         try:
             async with self._session.post(
-                self.config.url, data=body.encode(), headers=headers, timeout=timeout
+                self._url, data=body, headers=headers, timeout=self._timeout
             ) as reply:
                 status = reply.status
                 retry_after = reply.headers.get("Retry-After")
@@ -100,6 +104,17 @@ class HttpSink:
             raise SinkError(self.name, "the receiver answered 410 Gone", gone=True)
         wait = parse_retry_after(retry_after, clock.now())
         raise SinkError(self.name, f"the receiver answered HTTP {status}", retry_after_s=wait)
+
+
+def _auth_header(config: HttpSinkConfig) -> dict[str, str]:
+    """The Authorization header the config asks for, if any."""
+    if config.bearer_token is not None:
+        return {"Authorization": f"Bearer {config.bearer_token.get_secret_value()}"}
+    if config.basic_auth is not None:
+        auth = config.basic_auth
+        pair = f"{auth.username}:{auth.password.get_secret_value()}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    return {}
 
 
 def _load_template(sink: str, path: Path) -> Any:
