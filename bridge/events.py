@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, get_args
 
 from bridge.absorb.models import Status
 from bridge.absorb.timefmt import format_rfc3339
-from bridge.diff import Change
+from bridge.diff import Change, ChangeKind
+from bridge.snapshots import Kind
 
 
 def event_type(change: Change) -> str:
     """`absorb.<resource>.<change>`."""
-    return f"absorb.{change.kind.name}.{change.change}"
+    return _TYPES[change.kind, change.change]
+
+
+_TYPES = {(kind, c): f"absorb.{kind.name}.{c}" for kind in Kind for c in get_args(ChangeKind)}
 
 
 _STATUS_NAMES = {s.value: s.name for s in Status}

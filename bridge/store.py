@@ -137,7 +137,7 @@ class Conflict(Exception):
     """A snapshot changed since it was read; read again and diff again."""
 
 
-@dataclass
+@dataclass(slots=True)
 class SnapshotWrite:
     """Replace `expected` (b"" = absent) with `new` (b"" = delete) at one snapshot."""
 
@@ -147,7 +147,7 @@ class SnapshotWrite:
     new: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class OutboxEvent:
     """One event to append, with what routing needs next to the CloudEvent JSON."""
 

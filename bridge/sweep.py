@@ -143,6 +143,9 @@ class _Run:
         self.baseline_done = False
         self.quarantine_keys: set[str] = set()
         self._pending: asyncio.Future[None] | None = None
+        prefix, feed, scope_key = self.store.prefix, self.feed.name, scope.key
+        self._buckets = keys.snapshot_buckets(prefix, feed, scope_key)
+        self._detail_buckets = keys.snapshot_buckets(prefix, feed, scope_key, details=True)
 
     async def go(self) -> SweepResult:
         state = await self.store.scope_state(self.feed.name, self.scope.key)
@@ -445,9 +448,7 @@ class _Run:
         return dict(zip(ids, values, strict=True))
 
     def _bucket_prefix(self, details: bool) -> str:
-        return keys.snapshot_buckets(
-            self.store.prefix, self.feed.name, self.scope.key, details=details
-        )
+        return self._detail_buckets if details else self._buckets
 
     def _bucket_key(self, rid: str, details: bool) -> str:
         count = self.buckets * (_DETAIL_BUCKETS if details else 1)
