@@ -271,14 +271,16 @@ class _Run:
             hashed = digest(raw) if isinstance(raw, dict) else None
             if rid is not None and packed and hashed is not None and digest_of(packed) == hashed:
                 edited[rid] = edited_us(packed)
-                self._clear_quarantine(rid, quarantine)
             else:
                 changed.append((raw, hashed))
+        if self.quarantine_keys:
+            for rid in edited:
+                self._clear_quarantine(rid, quarantine)
         seen = self._observe_all(self.scope.kind, changed, quarantine)
-        self.seen.update(edited)
         for obs in seen:
-            self.seen.add(obs.id)
             edited[obs.id] = to_us(obs.date_edited) if obs.date_edited is not None else 0
+        if self.full:  # only a full sweep looks for what it did not see
+            self.seen.update(edited)
         self.result.records += len(batch)
         newest_us = max(edited.values(), default=0)
         newest = from_us(newest_us) if newest_us else None
