@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from bridge.config import RedisStreamSinkConfig
 from bridge.delivery import Queued, SinkWorker
-from bridge.sinks.redis_stream import RedisStreamSink
+from bridge.sinks.redis_stream import RedisStreamSink, _pipeline, stream_fields, xadd_command
 from bridge.store import Store
 from tests.conftest import free_port
 from tests.engine import put_events, sample_events, settle_worker, sink_worker, statuses_by_subject
@@ -143,3 +143,19 @@ async def _first_error(redis: aioredis.Redis, worker: SinkWorker) -> str:
     payloads: Any = await redis.hvals(worker.queue.entries)
     errors = [Queued.load("", p).error for p in payloads]
     return next((e for e in errors if e), "")
+
+
+async def test_a_refused_command_of_a_pipeline_fails_only_itself(redis: aioredis.Redis) -> None:
+    """Replies are read one by one: an error in the middle leaves the others stored and the
+    connection fit to use again."""
+    stream = f"events-{secrets.token_hex(3)}"
+    xadd = xadd_command(stream, None, stream_fields(sample_events(1)[0]))
+    wrong_type = f"plain-{secrets.token_hex(3)}"
+    await redis.set(wrong_type, "not a stream")
+    refused = xadd_command(wrong_type, None, {"a": "b"})
+    replies = await _pipeline(redis, xadd + refused + xadd, 3)
+    assert replies[0] is None
+    assert replies[2] is None
+    assert "WRONGTYPE" in str(replies[1])
+    assert await redis.xlen(stream) == 2
+    assert await redis.ping()

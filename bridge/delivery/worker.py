@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 #: How often a worker looks for outbox entries a dead replica left unqueued.
 _CLAIM_EVERY_S = 5.0
+#: Events a sink that takes batches is handed at a time.
+MAX_BATCH = 500
 
 
 class SinkWorker:
@@ -47,11 +49,11 @@ class SinkWorker:
         consumer: str,
         schedule: Sequence[float] = DEFAULT_SCHEDULE_S,
         max_in_flight: int = 8,
-        max_batch: int = 500,
+        max_batch: int = MAX_BATCH,
         rate_limit_per_s: float | None = None,
         hide_s: float = 60.0,
         claim_idle_s: float = 60.0,
-        batch: int = 200,
+        batch: int = 1000,
         circuit: Circuit | None = None,
         rng: random.Random | None = None,
     ) -> None:
