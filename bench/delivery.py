@@ -12,8 +12,8 @@ the same run, so their ratio holds on a busy machine:
 - http: the same signed bodies POSTed with aiohttp at the same concurrency, no Redis;
 - redis_stream: the same stream entries XADDed in pipelines of the same size, no queue.
 
-`--json` prints one JSON object instead: {"http": {"value", "floor", "target",
-"unit"}, "redis_stream": {...}}.
+`--json` prints the rows as one JSON line instead (a list of {"name", "value",
+"unit", "floor", "floor_is", "target", "met"}), which `bench/run_all.py` collects.
 """
 
 from __future__ import annotations
@@ -53,19 +53,20 @@ STREAM_TARGET = 20_000
 
 @dataclass(frozen=True)
 class Row:
-    """One figure of the benchmark, with the floor measured in the same run and the target."""
+    """One figure, with its floor measured in the same run and its target.
+
+    The fields of `bench/report.py`'s rows, so `bench/run_all.py` reads `--json`;
+    kept here so this file also runs on its own (`python bench/delivery.py`).
+    """
 
     name: str
     value: float
+    unit: str
     floor: float
+    #: What the floor measures.
     floor_is: str
-    target: float
-    unit: str = "events/s"
-
-    @property
-    def met(self) -> bool:
-        """Whether the figure reaches its target."""
-        return self.value >= self.target
+    target: str
+    met: bool
 
 
 def free_port() -> int:
@@ -223,7 +224,10 @@ async def bench_http(redis: aioredis.Redis, events: list[dict[str, object]], in_
         await receiver.wait()
     assert counts == {"ok": 2 * len(events), "bad": 0}, counts
     floor_is = f"plain aiohttp POSTs of the same signed bodies, {in_flight} at a time, no Redis"
-    return Row("http", value, floor, floor_is, HTTP_TARGET)
+    name = f"delivery, http sink (signed, receiver process, {in_flight} in flight)"
+    return Row(
+        name, value, "events/s", floor, floor_is, f">= {HTTP_TARGET:,}", value >= HTTP_TARGET
+    )
 
 
 async def _wait_for_port(port: int) -> None:
@@ -268,7 +272,10 @@ async def bench_stream(
     value = len(events) / await run_sink(redis, sink, events, 1)
     assert await redis.xlen("bench-target") == len(events)
     floor_is = f"the sink's own XADD pipelines of {MAX_BATCH}, no queue"
-    return Row("redis_stream", value, floor, floor_is, STREAM_TARGET)
+    name = "delivery, redis_stream sink"
+    return Row(
+        name, value, "events/s", floor, floor_is, f">= {STREAM_TARGET:,}", value >= STREAM_TARGET
+    )
 
 
 # -- both ------------------------------------------------------------------------------
@@ -294,7 +301,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--subjects", type=int, default=2_000)
     parser.add_argument("--in-flight", type=int, default=64, help="the http sink's max_in_flight")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--json", action="store_true", help="print the rows as one JSON line")
     parser.add_argument("--serve-receiver", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_receiver:
@@ -316,14 +323,14 @@ def main() -> None:
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        print(json.dumps({r.name: {**asdict(r), "met": r.met} for r in rows}))
+        print(json.dumps([asdict(r) for r in rows]))
         return
-    print(f"{args.events:,} events, {args.subjects:,} subjects, http in flight {args.in_flight}")
+    print(f"{args.events:,} events over {args.subjects:,} subjects")
     for r in rows:
         print(
-            f"{r.name:13} {r.value:8,.0f} {r.unit}   floor {r.floor:8,.0f}"
-            f" ({r.value / r.floor:4.0%})   target {r.target:,.0f}"
-            f" ({'met' if r.met else 'NOT met'})\n{'':13} floor: {r.floor_is}"
+            f"{r.name}\n  {r.value:8,.0f} {r.unit}   floor {r.floor:8,.0f}"
+            f" ({r.value / r.floor:.0%}: {r.floor_is})"
+            f"\n  target {r.target} ({'met' if r.met else 'NOT met'})"
         )
 
 
