@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,10 +131,16 @@ async def run_sink(
     )  # fmt: skip
     await worker.setup()
     await sink.start()
+
+    async def repeat(step: Callable[[], Awaitable[int]]) -> None:
+        # As the daemon runs a sink: the feed and each delivery lane repeat on their own.
+        while worker.delivered < len(events):
+            if not await step():
+                await asyncio.sleep(0.001)
+
     started = time.perf_counter()
-    while worker.delivered < len(events):
-        if not await worker.step():
-            await asyncio.sleep(0.001)
+    lanes = [repeat(worker.deliver_once) for _ in range(worker.lanes)]
+    await asyncio.gather(repeat(worker.feed_once), *lanes)
     elapsed = time.perf_counter() - started
     await sink.close()
     return elapsed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -335,10 +335,25 @@ class Bridge:
     async def _deliver_loop(self, worker: SinkWorker) -> None:
         if not await self._open(worker):
             return
+        # The feed and each delivery lane repeat on their own: Redis runs one's script
+        # while this process prepares another's batch.
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._repeat(worker, worker.feed_once))
+            for _ in range(worker.lanes):
+                group.create_task(self._repeat(worker, worker.deliver_once))
+        # Sweeping has stopped once `_drain` is set: deliver what the last sweeps wrote,
+        # until caught up or stop()'s deadline cancels this task.
+        await self._drain.wait()
+        with contextlib.suppress(BridgeError, RedisError):
+            while await self._deliver_step(worker):
+                pass
+
+    async def _repeat(self, worker: SinkWorker, step: Callable[[], Awaitable[int]]) -> None:
+        """Repeat a delivery step until stopped, resting when idle and backing off on errors."""
         failures = 0
         while not self._stop.is_set():
             try:
-                busy = await self._deliver_step(worker)
+                busy = bool(await step())
                 failures = 0
             except (BridgeError, RedisError) as e:
                 log.error("delivery.loop_failed", sink=worker.sink.name, error=str(e))
@@ -351,12 +366,6 @@ class Bridge:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), pause)
-        # Sweeping has stopped once `_drain` is set: deliver what the last sweeps wrote,
-        # until caught up or stop()'s deadline cancels this task.
-        await self._drain.wait()
-        with contextlib.suppress(BridgeError, RedisError):
-            while await self._deliver_step(worker):
-                pass
 
     async def _deliver_step(self, worker: SinkWorker) -> bool:
         return await worker.step()

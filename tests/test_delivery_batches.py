@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Sequence
@@ -131,3 +132,22 @@ def test_a_queued_event_keeps_its_json_text_and_old_payloads_still_load() -> Non
     assert Queued.load("1-0", queued.payload().encode()) == queued
     old = json.dumps({k: v for k, v in queued.__dict__.items() if k != "id"})
     assert Queued.load("1-0", old) == queued
+
+
+async def test_two_lanes_of_a_batch_sink_never_share_an_event_or_a_subject(
+    redis: aioredis.Redis,
+) -> None:
+    """A batch sink is delivered to by two overlapping lanes (as the daemon runs it): each
+    event is taken once and each subject's events still arrive in order."""
+    sink = Recorder()
+    worker, store = await sink_worker(redis, sink, "lanes", schedule=FAST, max_batch=50)
+    assert worker.lanes == 2
+    events = sample_events(600, subjects=120)
+    await put_events(store, events)
+    for _ in range(200):
+        if worker.delivered == len(events):
+            break
+        await asyncio.gather(worker.feed_once(), worker.deliver_once(), worker.deliver_once())
+    assert worker.delivered == len(events)
+    assert sorted(e["id"] for e in sink.taken) == sorted(e["id"] for e in events)
+    assert _ids_by_subject(sink.taken) == _ids_by_subject(events)

@@ -93,6 +93,12 @@ class SinkWorker:
             if "BUSYGROUP" not in str(e):
                 raise
 
+    @property
+    def lanes(self) -> int:
+        """How many `deliver_once` may run at once: two for a batch sink (one claims and
+        settles in Redis while the other's batch is being prepared), else one."""
+        return 2 if self._batches is not None else 1
+
     async def step(self) -> bool:
         """Feed and deliver at the same time (as the daemon does); whether anything moved."""
         # Claiming goes first: Redis answers it before it runs the feed's longer script,
@@ -137,7 +143,10 @@ class SinkWorker:
     # -- queue -> sink --------------------------------------------------------------------
 
     async def deliver_once(self) -> int:
-        """Try the due events (one per subject, several subjects at once); returns how many went."""
+        """Try the due events (one per subject, several subjects at once); returns how many went.
+
+        Calls may overlap (see `lanes`): each claims different events.
+        """
         if not self.circuit.allows(clock.monotonic()):
             return 0
         probing = self.circuit.probing
