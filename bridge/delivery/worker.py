@@ -100,7 +100,7 @@ class SinkWorker:
         return 2 if self._batches is not None else 1
 
     async def step(self) -> bool:
-        """Feed and deliver at the same time (as the daemon does); whether anything moved."""
+        """Feed and deliver once, at the same time; whether anything moved (for draining)."""
         # Claiming goes first: Redis answers it before it runs the feed's longer script,
         # which then overlaps with the sending.
         sent, fed = await asyncio.gather(
