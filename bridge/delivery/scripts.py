@@ -46,9 +46,10 @@ end
 
 _QUEUE = """
 -- KEYS: outbox, entries, blocked, due. ARGV: group, now ms, held prefix, ...
--- Queue outbox entries (each once) and acknowledge them all. A subject's oldest queued
--- event is due; the later ones wait in its held list. Payload: meta JSON, newline, event.
-local function queue(read)
+-- Queue outbox entries (each once) and acknowledge them all (unless they were read
+-- without acknowledgement). A subject's oldest queued event is due; the later ones wait
+-- in its held list. Payload: meta JSON, newline, event.
+local function queue(read, ack)
   local due, acked = {}, {}
   for _, entry in ipairs(read) do
     local id, fields, f = entry[1], entry[2] or {}, {}
@@ -69,7 +70,7 @@ local function queue(read)
     acked[#acked + 1] = id
   end
   call_many({'zadd', KEYS[4]}, due)
-  call_many({'xack', KEYS[1], ARGV[1]}, acked)
+  if ack then call_many({'xack', KEYS[1], ARGV[1]}, acked) end
 end
 """
 
@@ -79,18 +80,27 @@ FEED = (
     + """
 -- ARGV: group, now ms, held prefix, consumer, count, 'all' when every event is wanted.
 -- This consumer's pending entries first (a crash left them, or they were claimed from a
--- dead replica), else new ones. 'all' queues them here; otherwise they go back packed
--- (id, feed, course, event each) for the caller to route, and stay pending until then.
-local function read(start)
-  local reply = redis.call('xreadgroup', 'GROUP', ARGV[1], ARGV[4], 'COUNT', ARGV[5],
-    'STREAMS', KEYS[1], start)
+-- dead replica), else new ones. 'all' queues them here, and reads new ones with NOACK:
+-- they are queued in the same step, so they need no pending entry to survive a crash.
+-- Otherwise they go back packed (id, feed, course, event each) for the caller to route,
+-- and stay pending until then.
+local take_all = ARGV[6] == 'all'
+local function read(start, noack)
+  local reply
+  if noack then
+    reply = redis.call('xreadgroup', 'GROUP', ARGV[1], ARGV[4], 'COUNT', ARGV[5], 'NOACK',
+      'STREAMS', KEYS[1], start)
+  else
+    reply = redis.call('xreadgroup', 'GROUP', ARGV[1], ARGV[4], 'COUNT', ARGV[5],
+      'STREAMS', KEYS[1], start)
+  end
   if reply then return reply[1][2] end
   return {}
 end
-local entries = read('0')
-if #entries == 0 then entries = read('>') end
-if ARGV[6] == 'all' then
-  queue(entries)
+local entries, pending = read('0', false), true
+if #entries == 0 then entries, pending = read('>', take_all), false end
+if take_all then
+  queue(entries, pending)
   return {#entries}
 end
 local values = {}
@@ -116,7 +126,7 @@ for id in string.gmatch(ARGV[4], '%S+') do
   local found = redis.call('xrange', KEYS[1], id, id)[1]
   wanted[#wanted + 1] = found or {id, false}
 end
-queue(wanted)
+queue(wanted, true)
 for id in string.gmatch(ARGV[5], '%S+') do unwanted[#unwanted + 1] = id end
 call_many({'xack', KEYS[1], ARGV[1]}, unwanted)
 return 1
