@@ -23,7 +23,7 @@ from bench.report import Row, read, table
 
 FULL = {
     "sweep_hot": ["--records", "100000"],
-    "engine_sweep": ["--enrollments", "1000000", "--activity", "20000"],
+    "engine_sweep": ["--enrollments", "1000000", "--courses", "100", "--activity", "50000"],
     "delivery": ["--events", "20000"],
     "latency": ["--changes", "1200", "--rate", "20"],
 }

@@ -227,10 +227,13 @@ class Store:
             pos += length
         return values
 
-    async def scan_bucket(self, key: str) -> dict[bytes, bytes]:
-        """Every snapshot in one bucket."""
-        raw = await self.redis.hgetall(key)
-        return {_raw(k): _raw(v) for k, v in raw.items()}
+    async def scan_buckets(self, bucket_keys: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """Every snapshot in each of some buckets (one pipelined round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in bucket_keys:
+            pipe.hgetall(key)
+        replies: list[dict[Any, Any]] = await pipe.execute()
+        return [{_raw(k): _raw(v) for k, v in raw.items()} for raw in replies]
 
     async def commit(self, feed: str, scope: str, token: str, commit: Commit) -> None:
         """Apply a page atomically; raises `Fenced` or `Conflict` and then writes nothing."""

@@ -50,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 _SORT = "dateEdited,id"
 _CONFLICT_RETRIES = 5
+#: Snapshot buckets read per round trip when looking for removed records.
+_SCAN_BUCKETS = 100
 #: Drill-down records of a course scope get this many buckets per bucket of enrollments.
 _DETAIL_BUCKETS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -538,25 +540,32 @@ class _Run:
 
     async def _find_removed(self) -> None:
         """After a full sweep: snapshots of records the sweep did not see are `removed`."""
-        for bucket in range(self.buckets):
-            key = keys.snapshot_bucket(self.store.prefix, self.feed.name, self.scope.key, bucket)
-            gone: list[tuple[str, bytes, Snapshot]] = []
-            for fld, value in (await self.store.scan_bucket(key)).items():
-                rid = record_id(fld)
-                snap = Snapshot.unpack(value)
-                if snap.kind == self.scope.kind and rid not in self.seen:
-                    gone.append((rid, value, snap))
-            if not gone:
-                continue
-            commit = Commit()
-            for rid, value, snap in gone:
-                commit.snapshots.append(SnapshotWrite(key, field_key(rid), value, b""))
-                commit.events.append(self._event(removed(snap.kind, rid, snap)))
-            await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
-            self.result.removed += len(gone)
-            self.result.events += len(gone)
-            for event in commit.events:
-                self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
+        kind = int(self.scope.kind)
+        for first in range(0, self.buckets, _SCAN_BUCKETS):
+            numbers = range(first, min(self.buckets, first + _SCAN_BUCKETS))
+            bucket_keys = [f"{self._buckets}{n}" for n in numbers]
+            for key, bucket in zip(
+                bucket_keys, await self.store.scan_buckets(bucket_keys), strict=True
+            ):
+                # The kind is a snapshot's first byte: unpack only what is gone.
+                gone = [
+                    (rid, value, Snapshot.unpack(value))
+                    for fld, value in bucket.items()
+                    if value[0] == kind and (rid := record_id(fld)) not in self.seen
+                ]
+                if gone:
+                    await self._commit_removed(key, gone)
+
+    async def _commit_removed(self, key: str, gone: list[tuple[str, bytes, Snapshot]]) -> None:
+        commit = Commit()
+        for rid, value, snap in gone:
+            commit.snapshots.append(SnapshotWrite(key, field_key(rid), value, b""))
+            commit.events.append(self._event(removed(snap.kind, rid, snap)))
+        await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
+        self.result.removed += len(gone)
+        self.result.events += len(gone)
+        for event in commit.events:
+            self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
 
 
 def _unhashed(raws: list[Any]) -> list[tuple[Any, bytes | None]]:
