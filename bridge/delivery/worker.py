@@ -33,10 +33,11 @@ MAX_BATCH = 500
 class SinkWorker:
     """One sink's delivery: `feed_once()` and `deliver_once()` are the steps the daemon repeats.
 
-    Subjects are delivered concurrently (up to `max_in_flight`; a sink that takes
-    batches gets up to `max_batch` at a time), each subject's events one after the
-    other; a failed event is tried again on the sink's schedule while the events
-    behind it wait, and dead-lettered when the schedule runs out.
+    Subjects are delivered concurrently (up to `max_in_flight` at once, shared by
+    the lanes; a sink that takes batches gets up to `max_batch` at a time per lane),
+    each subject's events one after the other; a failed event is tried again on the
+    sink's schedule while the events behind it wait, and dead-lettered when the
+    schedule runs out.
     """
 
     def __init__(
@@ -74,6 +75,8 @@ class SinkWorker:
         self.delivered = 0
         self.failed = 0
         self._claimed_at = float("-inf")
+        #: Events claimed and not yet settled, over all lanes (per-event sinks).
+        self._sending = 0
         # A paced sink takes its events one by one, each when the rate limit lets it.
         self._batches = sink if isinstance(sink, BatchSink) and self.bucket is None else None
         self._takes_all = _takes_everything(routes, sink.name)
@@ -95,9 +98,9 @@ class SinkWorker:
 
     @property
     def lanes(self) -> int:
-        """How many `deliver_once` may run at once: two for a batch sink (one claims and
-        settles in Redis while the other's batch is being prepared), else one."""
-        return 2 if self._batches is not None else 1
+        """How many `deliver_once` the daemon runs at once: two, so that one lane claims
+        and settles in Redis while the other's events are out (one if `max_in_flight` is 1)."""
+        return 2 if self._batches is not None or self.max_in_flight > 1 else 1
 
     async def step(self) -> bool:
         """Feed and deliver once, at the same time; whether anything moved (for draining)."""
@@ -150,7 +153,21 @@ class SinkWorker:
         if not self.circuit.allows(clock.monotonic()):
             return 0
         probing = self.circuit.probing
-        count = 1 if probing else self.max_batch if self._batches else self.max_in_flight
+        if self._batches is not None:
+            count = 1 if probing else self.max_batch
+        else:
+            # A lane takes its share of max_in_flight, and never more than is left.
+            share = -(-self.max_in_flight // self.lanes)
+            count = 1 if probing else min(share, self.max_in_flight - self._sending)
+        if count <= 0:
+            return 0
+        self._sending += count
+        try:
+            return await self._deliver(count, probing)
+        finally:
+            self._sending -= count
+
+    async def _deliver(self, count: int, probing: bool) -> int:
         try:
             claimed = await self.queue.claim(_now_ms(), self.hide_ms, count)
             if not claimed:
