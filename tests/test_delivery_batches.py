@@ -151,3 +151,44 @@ async def test_two_lanes_of_a_batch_sink_never_share_an_event_or_a_subject(
     assert worker.delivered == len(events)
     assert sorted(e["id"] for e in sink.taken) == sorted(e["id"] for e in events)
     assert _ids_by_subject(sink.taken) == _ids_by_subject(events)
+
+
+class Counting:
+    """A per-event sink that counts the sends under way at once."""
+
+    def __init__(self) -> None:
+        self.name = "counted"
+        self.under_way = 0
+        self.most = 0
+        self.taken: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def send(self, delivery: Delivery) -> None:
+        """Take one event, yielding once so that other sends overlap it."""
+        self.under_way += 1
+        self.most = max(self.most, self.under_way)
+        await asyncio.sleep(0)
+        self.taken.append(delivery.event)
+        self.under_way -= 1
+
+
+async def test_two_lanes_of_a_per_event_sink_share_max_in_flight(redis: aioredis.Redis) -> None:
+    """Two overlapping lanes never have more than max_in_flight sends under way together,
+    and each subject's events still arrive in order."""
+    sink = Counting()
+    worker, store = await sink_worker(redis, sink, "shared", schedule=FAST, max_in_flight=5)
+    assert worker.lanes == 2
+    events = sample_events(200, subjects=40)
+    await put_events(store, events)
+    for _ in range(500):
+        if worker.delivered == len(events):
+            break
+        await asyncio.gather(worker.feed_once(), worker.deliver_once(), worker.deliver_once())
+    assert worker.delivered == len(events)
+    assert 1 < sink.most <= 5
+    assert _ids_by_subject(sink.taken) == _ids_by_subject(events)
