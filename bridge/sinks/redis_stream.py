@@ -9,6 +9,7 @@ transports, so a consumer reads attributes without parsing the payload.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -124,15 +125,25 @@ def _json_text(value: Any) -> str:
 
 def xadd_command(stream: str, maxlen: int | None, fields: dict[str, str]) -> bytes:
     """One `XADD` (trimmed to about `maxlen` when given) in the Redis protocol."""
-    trim = ("MAXLEN", "~", str(maxlen)) if maxlen is not None else ()
-    parts = [b"*%d\r\n" % (len(trim) + 3 + 2 * len(fields))]
-    for arg in ("XADD", stream, *trim, "*"):
-        data = arg.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    parts = [_xadd_head(stream, maxlen, len(fields))]
     for name, value in fields.items():
-        key, data = name.encode(), value.encode()
-        parts.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(data), data))
+        data = value.encode()
+        parts += (_bulk(name), b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _xadd_head(stream: str, maxlen: int | None, fields: int) -> bytes:
+    # The same few heads and field names come back for every event: frame them once.
+    trim = ("MAXLEN", "~", str(maxlen)) if maxlen is not None else ()
+    args = ("XADD", stream, *trim, "*")
+    return b"*%d\r\n" % (len(args) + 2 * fields) + b"".join(_bulk(arg) for arg in args)
+
+
+@functools.lru_cache(maxsize=256)
+def _bulk(text: str) -> bytes:
+    data = text.encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 async def _pipeline(
