@@ -94,8 +94,10 @@ local function read(start, noack)
     reply = redis.call('xreadgroup', 'GROUP', ARGV[1], ARGV[4], 'COUNT', ARGV[5],
       'STREAMS', KEYS[1], start)
   end
-  if reply then return reply[1][2] end
-  return {}
+  if not reply or #reply == 0 then return {} end
+  -- Redis wraps the one stream's reply in a list; fakeredis (the demo's stand-in) does not.
+  if type(reply[1]) == 'string' then return reply[2] or {} end
+  return reply[1][2] or {}
 end
 local entries, pending = read('0', false), true
 if #entries == 0 then entries, pending = read('>', take_all), false end
