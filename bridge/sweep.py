@@ -28,8 +28,9 @@ from bridge import clock, keys
 from bridge.absorb.client import AbsorbClient, RawPage
 from bridge.absorb.filters import Filter
 from bridge.absorb.filters import field as f
+from bridge.absorb.models import parse_timestamp
 from bridge.absorb.paths import Op
-from bridge.absorb.timefmt import format_datetime, format_rfc3339, parse_datetime
+from bridge.absorb.timefmt import format_datetime, format_rfc3339
 from bridge.diff import Change, Diff, Observation, diff, removed
 from bridge.events import cloud_event
 from bridge.feeds import Scope, Unreadable, observe
@@ -50,6 +51,8 @@ log = structlog.get_logger(__name__)
 
 _SORT = "dateEdited,id"
 _CONFLICT_RETRIES = 5
+#: How long a failed sweep waits for the commit of the page before the failure.
+_ABANDON_WAIT_S = 10.0
 #: Snapshot buckets read per round trip when looking for removed records.
 _SCAN_BUCKETS = 100
 #: Drill-down records of a course scope get this many buckets per bucket of enrollments.
@@ -164,8 +167,12 @@ class _Run:
         try:
             await self._walk(_Cursor(lower))
             await self._settle()
-        finally:
-            await self._abandon()
+        except asyncio.CancelledError:
+            await self._abandon(wait=False)
+            raise
+        except BaseException:
+            await self._abandon(wait=True)
+            raise
         if self.full:
             await self._find_removed()
         finished = {"baseline": "done", "swept_at": format_rfc3339(clock.now())}
@@ -180,7 +187,9 @@ class _Run:
         while True:
             page = await self._page(cursor)
             fresh = [r for r in page.items if not self._handled(r, cursor)]
-            batch = await self._process(fresh, page)
+            # While a same-timestamp group awaits its verifying pass, the watermark stays
+            # at the group: a crash before the pass must read the group again.
+            batch = await self._process(fresh, page, cap=cursor.group)
             newest = batch.newest
             short = len(page.items) < self.s.page_size
             if newest is not None and (cursor.lower is None or newest > cursor.lower):
@@ -253,7 +262,9 @@ class _Run:
 
     # -- one batch: observe, diff, drill down, commit ------------------------------------------
 
-    async def _process(self, batch: list[object], page: RawPage) -> _Batch:
+    async def _process(
+        self, batch: list[object], page: RawPage, *, cap: datetime | None = None
+    ) -> _Batch:
         """Diff a batch and start its commit; returns where its newest readable records stand.
 
         The commit runs while the caller fetches and diffs the next page: the next
@@ -287,19 +298,20 @@ class _Run:
         newest_us = max(edited.values(), default=0)
         newest = from_us(newest_us) if newest_us else None
         at_newest = {rid for rid, us in edited.items() if us == newest_us and us}
-        if newest is not None and len(seen) + len(edited) < len(batch):
+        if newest is not None and len(edited) < len(batch):
             # An unreadable record at the newest time is handled too (it is in quarantine).
             at_newest |= {i for r in batch if (i := _rid(r)) is not None and _edited(r) == newest}
-        commit = self._new_commit(quarantine, newest_us)
+        watermark_us = min(newest_us, to_us(cap)) if cap is not None and newest_us else newest_us
+        commit = self._new_commit(quarantine, watermark_us)
         await self._diff_into(commit, seen, {o.id: stored.get(o.id) for o in seen})
         await self._settle()
-        self._pending = asyncio.ensure_future(self._apply(commit, seen, quarantine, newest_us))
+        self._pending = asyncio.ensure_future(self._apply(commit, seen, quarantine, watermark_us))
         return _Batch(newest, at_newest)
 
-    def _new_commit(self, quarantine: dict[str, str], newest_us: int) -> Commit:
+    def _new_commit(self, quarantine: dict[str, str], watermark_us: int) -> Commit:
         commit = Commit(quarantine=dict(quarantine), state={"buckets": str(self.buckets)})
-        if newest_us:
-            commit.watermark_us = newest_us
+        if watermark_us:
+            commit.watermark_us = watermark_us
         return commit
 
     async def _apply(
@@ -307,22 +319,22 @@ class _Run:
         commit: Commit,
         seen: list[Observation],
         quarantine: dict[str, str],
-        newest_us: int,
+        watermark_us: int,
     ) -> None:
         """Commit a batch; on a conflict read its snapshots again and diff it again."""
         for _ in range(_CONFLICT_RETRIES):
             try:
                 await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
             except Conflict:
-                commit = self._new_commit(quarantine, newest_us)
+                commit = self._new_commit(quarantine, watermark_us)
                 await self._diff_into(commit, seen)
                 continue
             self.result.quarantined += sum(1 for v in commit.quarantine.values() if v)
             self.result.events += len(commit.events)
             for event in commit.events:
                 self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
-            if newest_us:
-                newest = from_us(newest_us)
+            if watermark_us:
+                newest = from_us(watermark_us)
                 self.result.watermark = max(newest, self.result.watermark or newest)
             return
         raise Conflict(f"{self.scope}: snapshots kept changing under the sweep")
@@ -333,12 +345,24 @@ class _Run:
         if pending is not None:
             await pending
 
-    async def _abandon(self) -> None:
-        """After a failure: stop waiting for a commit in flight (it lands whole or not at all)."""
+    async def _abandon(self, *, wait: bool) -> None:
+        """After a failure: let the commit in flight land (`wait`), else stop waiting for it.
+
+        A commit lands whole or not at all, so one that is given up may still land.
+        """
         pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+        if pending is None:
+            return
+        if wait:
+            try:
+                await asyncio.wait_for(asyncio.shield(pending), _ABANDON_WAIT_S)
+                return
+            except Exception as e:  # its own failure, or it took too long
+                log.warning(
+                    "sweep.commit_failed", feed=self.feed.name, scope=self.scope.key, error=str(e)
+                )
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
 
     def _observe_all(
         self,
@@ -586,7 +610,7 @@ def _edited(raw: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return parse_datetime(value)
+        return parse_timestamp(value)  # as validation reads it, so the two always agree
     except ValueError:
         return None
 

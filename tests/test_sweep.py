@@ -214,3 +214,43 @@ async def test_clock_skew_between_absorb_and_the_bridge(
         await engine.sweep(scope)
     await engine.new_events()
     _assert_chains(engine, baseline, scope.course_id or "")
+
+
+async def test_an_unreadable_record_at_the_newest_time_is_handled_once(
+    redis: aioredis.Redis,
+) -> None:
+    """A page's quarantined record edited at its newest time counts as handled there.
+
+    Otherwise the next page, which starts at that time, would read it and
+    quarantine it again.
+    """
+    from bridge.absorb.client import RawPage
+    from bridge.feeds import course_scope
+    from bridge.store import Store
+    from bridge.sweep import Sweeper, _Run
+
+    def record(n: int, edited: str, status: object = 1) -> dict[str, Any]:
+        return {"id": f"00000000-0000-4000-8000-{n:012d}", "courseId": "c", "status": status,
+                "dateEdited": edited}  # fmt: skip
+
+    t1, t2 = "2026-01-01T00:00:01.0000000", "2026-01-01T00:00:02.0000000"
+    batch: list[object] = [
+        record(1, t1),
+        record(2, t2),
+        record(3, t2, status="banana"),
+        record(4, t2),
+    ]
+    store = Store(redis, "unreadable")
+    feed = FeedSpec(name="f", resource="course_enrollments")
+    scope = course_scope(feed, "c")
+    token = await store.acquire(feed.name, scope.key, 60_000)
+    assert token is not None
+    sweeper = Sweeper(client=None, store=store, source="s", page_size=4)  # type: ignore[arg-type]
+    run = _Run(sweeper, scope, token, full=False)
+    run.buckets = 1
+    handled = await run._process(batch, RawPage(4, 4, 4, 0, batch))
+    await run._settle()
+    assert handled.newest is not None
+    assert format_datetime(handled.newest, zulu=False) == t2
+    assert handled.at_newest == {f"00000000-0000-4000-8000-{n:012d}" for n in (2, 3, 4)}
+    assert run.result.quarantined == 1

@@ -243,6 +243,17 @@ def _record_validator(model: type[AbsorbModel]) -> TypeAdapter[dict[str, Any]]:
     return TypeAdapter(shape)
 
 
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A timestamp read exactly as the models and `record_validator` read it, in UTC.
+
+    Raises `ValueError` (pydantic's `ValidationError`) when it is not one.
+    """
+    return _as_utc(_TIMESTAMP.validate_python(text))
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """A timestamp from `record_validator` in UTC: Absorb means UTC when it gives no zone."""
     if value is None or value.tzinfo is UTC:
