@@ -153,11 +153,9 @@ async def _pipeline(
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
     try:
-        replies: list[ResponseError | None] = await connection.retry.call_with_retry(
-            lambda: _round_trip(connection, commands, count),
-            lambda _error: connection.disconnect(),
-        )
-        return replies
+        # Sent once: a resend after a failure halfway would append the batch again. The
+        # delivery worker tries the failed events again on the sink's schedule.
+        return await _round_trip(connection, commands, count)
     except BaseException:
         # Cancelled or failed halfway: replies may be left unread on the connection.
         await connection.disconnect()
