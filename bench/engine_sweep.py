@@ -160,6 +160,8 @@ async def bench(
     await redis.aclose()
     floor = floor_records / floor_s
     n = f"{records:,}"
+    # Both targets are set at a million enrollments; smaller runs are shown, not judged.
+    at_scale = records >= 1_000_000
     return [
         Row(f"sweep end to end over HTTP, {n} new records", records / baseline_s, "records/s",
             floor, "same pages fetched and decoded only"),
@@ -170,9 +172,10 @@ async def bench(
         Row("Absorb requests per 100k records (pages of 1000)", requests / records * 100_000,
             "requests", floor_requests / floor_records * 100_000, "reading the pages only"),
         Row(f"Redis memory per tracked enrollment ({n})", per, "bytes", json_per,
-            "a plain key of JSON per enrollment", "<= 64", per <= 64),
+            "a plain key of JSON per enrollment", "<= 64 at 1,000,000",
+            per <= 64 if at_scale else None),
         Row(f"bridge peak RSS while tracking {n} enrollments", rss, "MB", rss_start,
-            "the process before sweeping", "< 200", rss < 200),
+            "the process before sweeping", "< 200 at 1,000,000", rss < 200 if at_scale else None),
     ]  # fmt: skip
 
 
