@@ -16,26 +16,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bridge import keys
+from bridge.packing import LUA_SPLIT, pack, unpack
 
-# A page writes up to a thousand snapshots and events. Each travels packed into a few
-# large arguments (lengths in one, bytes in the next) rather than as arguments of its
-# own: redis-py spends more time framing thousands of small arguments than Redis
-# spends running the script. Bucket key names travel the same way, so these scripts
-# name keys they were not given in KEYS: the bridge needs one Redis server, not a cluster.
-_UNPACK = """
-local function split(lengths, blob)
-  local out, pos = {}, 1
-  for len in string.gmatch(lengths, '%d+') do
-    len = tonumber(len)
-    out[#out + 1] = string.sub(blob, pos, pos + len - 1)
-    pos = pos + len
-  end
-  return out
-end
-"""
-
+# A page's snapshots and events travel packed (`bridge.packing`), and so do the bucket
+# key names, so these scripts name keys they were not given in KEYS: the bridge needs
+# one Redis server, not a cluster.
 _COMMIT = (
-    _UNPACK
+    LUA_SPLIT
     + """
 -- KEYS: lease, outbox, scope state, quarantine.
 -- ARGV: token, watermark, maxlen, bucket keys (lengths, bytes),
@@ -220,12 +207,7 @@ class Store:
         meta = b" ".join([b"%d:%d" % (bucket, len(fld)) for bucket, fld in wanted])
         fields = b"".join([fld for _, fld in wanted])
         lengths, blob = await self._read(args=[buckets, meta, fields])
-        values: list[bytes | None] = []
-        pos = 0
-        for length in map(int, lengths.split()):
-            values.append(blob[pos : pos + length] if length else None)
-            pos += length
-        return values
+        return [value or None for value in unpack(lengths, blob)]
 
     async def scan_buckets(self, bucket_keys: Sequence[str]) -> list[dict[bytes, bytes]]:
         """Every snapshot in each of some buckets (one pipelined round trip)."""
@@ -237,19 +219,19 @@ class Store:
 
     async def commit(self, feed: str, scope: str, token: str, commit: Commit) -> None:
         """Apply a page atomically; raises `Fenced` or `Conflict` and then writes nothing."""
-        buckets = _Packed()
+        buckets: list[bytes] = []
         index: dict[str, int] = {}
-        snapshots = _Packed()
+        snapshots: list[bytes] = []
         for w in commit.snapshots:
             n = index.get(w.key)
             if n is None:
                 n = index[w.key] = len(index) + 1
-                buckets.add(w.key.encode())
-            snapshots.add(b"%d" % n, w.field, w.expected, w.new)
-        events = _Packed()
+                buckets.append(w.key.encode())
+            snapshots += (b"%d" % n, w.field, w.expected, w.new)
+        events: list[bytes] = []
         for e in commit.events:
             body = e.json if isinstance(e.json, bytes) else e.json.encode()
-            events.add(
+            events += (
                 e.id.encode(), e.subject.encode(), e.type.encode(), e.feed.encode(),
                 e.course_id.encode(), body,
             )  # fmt: skip
@@ -257,9 +239,9 @@ class Store:
             token,
             "" if commit.watermark_us is None else str(commit.watermark_us),
             "" if self.outbox_maxlen is None else str(self.outbox_maxlen),
-            *buckets.args(),
-            *snapshots.args(),
-            *events.args(),
+            *pack(buckets),
+            *pack(snapshots),
+            *pack(events),
             len(commit.quarantine),
         ]
         for qkey, qvalue in commit.quarantine.items():
@@ -343,21 +325,6 @@ class Store:
         return [
             (_text(i), {_text(k): _text(v) for k, v in (f or {}).items()}) for i, f in entries or []
         ]
-
-
-class _Packed:
-    """Byte strings packed into two script arguments: their lengths, and the bytes joined."""
-
-    __slots__ = ("parts",)
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def add(self, *values: bytes) -> None:
-        self.parts += values
-
-    def args(self) -> tuple[str, bytes]:
-        return " ".join(map(str, map(len, self.parts))), b"".join(self.parts)
 
 
 def _stream_id(text: str) -> tuple[int, int]:

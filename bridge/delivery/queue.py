@@ -11,7 +11,7 @@ instead of removing it, so an event claimed by a replica that dies comes back.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from bridge import keys
 from bridge.delivery import scripts
+from bridge.packing import pack, unpack
 
 
 @dataclass
@@ -113,7 +114,7 @@ class DeliveryQueue:
         )
         if take_all:
             return int(reply[0]), []
-        values = _unpack(reply[1], reply[2])
+        values = unpack(reply[1], reply[2])
         # An entry trimmed away before it was read comes back without an event.
         entries = [
             OutboxEntry(*(value.decode() for value in values[i : i + 4]))
@@ -137,14 +138,14 @@ class DeliveryQueue:
         lengths, blob = await self._claim(
             keys=[self.due, self.entries, self.disabled_key], args=[now_ms, hide_ms, count]
         )
-        values = _unpack(lengths, blob)
+        values = unpack(lengths, blob)
         return [Queued.load(values[i].decode(), values[i + 1]) for i in range(0, len(values), 2)]
 
     async def delivered_many(self, done: Sequence[Queued], now_ms: int) -> int:
         """Remove delivered events; the next event of each subject becomes due at once."""
         if not done:
             return 0
-        lengths, blob = _pack(value for q in done for value in (q.id, q.subject))
+        lengths, blob = pack(value.encode() for q in done for value in (q.id, q.subject))
         settled = await self._settle_many(
             keys=[self.due, self.entries, self.blocked], args=[now_ms, self.held, lengths, blob]
         )
@@ -219,19 +220,3 @@ class DeliveryQueue:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pack(values: Iterable[str]) -> tuple[str, bytes]:
-    """Strings as two script arguments: their byte lengths, and their bytes end to end."""
-    encoded = [value.encode() for value in values]
-    return " ".join(map(str, map(len, encoded))), b"".join(encoded)
-
-
-def _unpack(lengths: bytes | str, blob: bytes | str) -> list[bytes]:
-    """The values a script packed with its `pack`."""
-    data = blob.encode() if isinstance(blob, str) else blob
-    values, start = [], 0
-    for length in map(int, lengths.split()):
-        values.append(data[start : start + length])
-        start += length
-    return values

@@ -1,10 +1,8 @@
 """The delivery queue's Lua scripts: each step that must be atomic is one script.
 
-Events travel to and from the scripts packed into two values (their lengths,
-then their bytes end to end): redis-py spends more time framing thousands of
-small arguments and parsing thousands of small replies than Redis spends running
-a script. Inside, commands that take many members (ZADD, XACK, HDEL, ...) are
-called once per batch rather than once per event.
+Events travel to and from the scripts packed into two values (`bridge.packing`).
+Inside, commands that take many members (ZADD, XACK, HDEL, ...) are called once
+per batch rather than once per event.
 
 The queue's keys: `entries` (hash, id -> payload), `due` (sorted set, id -> when
 it may be tried), `blocked` (hash, subject -> the id at its front) and one held
@@ -13,21 +11,12 @@ list per subject (the ids queued behind the front one, oldest first).
 
 from __future__ import annotations
 
-_HELPERS = """
-local function split(lengths, blob)
-  local out, pos = {}, 1
-  for len in string.gmatch(lengths, '%d+') do
-    len = tonumber(len)
-    out[#out + 1] = string.sub(blob, pos, pos + len - 1)
-    pos = pos + len
-  end
-  return out
-end
-local function pack(values)
-  local lengths = {}
-  for i, value in ipairs(values) do lengths[i] = #value end
-  return {table.concat(lengths, ' '), table.concat(values)}
-end
+from bridge.packing import LUA_PACK, LUA_SPLIT
+
+_HELPERS = (
+    LUA_SPLIT
+    + LUA_PACK
+    + """
 -- `command` with `values` appended, a few thousand at a time (unpack has a limit); the
 -- replies that are arrays, joined.
 local function call_many(command, values)
@@ -43,6 +32,7 @@ local function call_many(command, values)
   return replies
 end
 """
+)
 
 _QUEUE = """
 -- KEYS: outbox, entries, blocked, due. ARGV: group, now ms, held prefix, ...
