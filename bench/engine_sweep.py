@@ -174,6 +174,7 @@ async def bench(
         Row(f"Redis memory per tracked enrollment ({n})", per, "bytes", json_per,
             "a plain key of JSON per enrollment", "<= 64 at 1,000,000",
             per <= 64 if at_scale else None),
+        Row(f"  comparison: a plain key of JSON per enrollment ({n})", json_per, "bytes"),
         Row(f"bridge peak RSS while tracking {n} enrollments", rss, "MB", rss_start,
             "the process before sweeping", "< 200 at 1,000,000", rss < 200 if at_scale else None),
     ]  # fmt: skip
