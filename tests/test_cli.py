@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
@@ -100,3 +102,59 @@ def test_config_schema_describes_every_section() -> None:
     schema = json.loads(done.stdout)
     assert set(schema["properties"]) == {"absorb", "redis", "feeds", "sinks", "routes", "http"}
     assert "interval" in schema["$defs"]["FeedConfig"]["properties"]
+
+
+def test_check_config_masks_credentials_given_literally(tmp_path: Path) -> None:
+    """check-config shows no password inside a URL and no token in a query string, even
+    when the config holds them literally: each appears masked, the rest of the URL kept."""
+    secret = "whsec_" + base64.b64encode(b"check-config-signing-key").decode()
+    hidden = {
+        "redis": "r3dis-Pa55",
+        "amqp": "amqp-Pa55",
+        "http basic": "http-Pa55",
+        "query token": "tok-7f3a9c",
+        "query sig": "sig-51e0b2",
+        "base_url token": "abs-tok-88d1",
+        "header url token": "hdr-tok-42aa",
+    }
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        f"""
+absorb:
+  base_url: "https://tenant.example/api/rest/v2?access_token={hidden["base_url token"]}"
+  api_key: key-literal-0000
+  username: admin
+  password: pw-literal-0000
+redis:
+  url: "redis://:{hidden["redis"]}@127.0.0.1:6379/0"
+feeds:
+  - {{name: courses, resource: course_enrollments}}
+sinks:
+  - name: hr
+    type: http
+    url: "https://hook:{hidden["http basic"]}@hr.example/hook?token={hidden["query token"]}&team=7"
+    secret: "{secret}"
+    headers: {{X-Callback: "https://cb.example/x?sig={hidden["header url token"]}"}}
+  - name: mq
+    type: amqp
+    url: "amqp://bridge:{hidden["amqp"]}@mq.example:5672/vh?sig={hidden["query sig"]}"
+routes:
+  - sinks: [hr, mq]
+"""
+    )
+    done = subprocess.run(
+        [*BRIDGE, "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    for what, value in hidden.items():
+        assert value not in done.stdout + done.stderr, f"{what} shown"
+    for literal in ("key-literal-0000", "pw-literal-0000", secret):
+        assert literal not in done.stdout + done.stderr
+    assert "redis://:***@127.0.0.1:6379/0" in done.stdout
+    assert "https://hook:***@hr.example/hook?token=***&team=7" in done.stdout
+    assert "amqp://bridge:***@mq.example:5672/vh?sig=***" in done.stdout
+    assert "https://tenant.example/api/rest/v2?access_token=***" in done.stdout
+    assert "https://cb.example/x?sig=***" in done.stdout

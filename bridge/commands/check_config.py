@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
 from bridge.config import ConfigError, config_path, load_config
+from bridge.redaction import mask_url
 
 EXIT_OK, EXIT_BAD_CONFIG, EXIT_USAGE = 0, 1, 2
 _PROG = "absorb-bridge check-config"
@@ -44,5 +45,17 @@ def check_config(
         return EXIT_BAD_CONFIG
     for warning in warnings:
         print(f"warning: {warning}", file=err)
-    yaml.safe_dump(config.masked(), out, sort_keys=False, allow_unicode=True)
+    yaml.safe_dump(_urls_masked(config.masked()), out, sort_keys=False, allow_unicode=True)
     return EXIT_OK
+
+
+def _urls_masked(value: Any) -> Any:
+    # Any string may be a URL given literally (a sink's url, a header, a base_url):
+    # the URL types mask their own, this catches credentials everywhere else.
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, dict):
+        return {key: _urls_masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_urls_masked(item) for item in value]
+    return value

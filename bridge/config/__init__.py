@@ -19,7 +19,6 @@ from bridge.config.credentials import (
     Secret,
     SlackUrl,
     WebhookSecret,
-    mask_url,
 )
 from bridge.config.errors import ConfigError, Loc, Problem, format_path
 from bridge.config.feeds import (
@@ -61,6 +60,7 @@ from bridge.config.values import (
     Text,
     format_duration,
 )
+from bridge.redaction import mask_url
 
 __all__ = [
     "CONFIG_ENV",

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, SecretStr
 from pydantic_core import PydanticCustomError
 
-from bridge.redaction import MASK
+from bridge.redaction import MASK, mask_url
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,6 @@ def _secret_input(value: Any) -> Any:
 
 def _mask_secret(_: Any) -> str:
     return MASK
-
-
-def mask_url(url: str) -> str:
-    """The URL with the password of its user part (and any `password=` query) as `***`."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{host}" if colon else netloc
-    query = re.sub(r"(?i)((?:^|&)password=)[^&]*", rf"\g<1>{MASK}", parts.query)
-    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> str:
