@@ -51,16 +51,18 @@ routes:
 ENV = {**os.environ, "TEST_ABSORB_KEY": API_KEY}
 
 
-async def _cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+async def _cli(*args: str, expect: int = 0, timeout_s: float = 60) -> tuple[str, str]:
+    """Run `absorb-bridge ARGS`; fail unless it exits with `expect`. Returns stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
         *BRIDGE, *args, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    assert proc.returncode == expect, f"{args}: exit {proc.returncode}\n{err.decode()[-2000:]}"
+    return out.decode(), err.decode()
 
 
-async def _run_for(config: Path, seconds: float) -> tuple[int, str, str]:
+async def _run_for(config: Path, seconds: float) -> tuple[str, str]:
+    """`run` for `seconds`, then SIGTERM; fail unless it stops with exit code 0."""
     proc = await asyncio.create_subprocess_exec(
         *BRIDGE, "run", "--config", str(config), env=ENV,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -68,8 +70,8 @@ async def _run_for(config: Path, seconds: float) -> tuple[int, str, str]:
     await asyncio.sleep(seconds)
     proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    assert proc.returncode == 0, f"run: exit {proc.returncode}\n{err.decode()[-2000:]}"
+    return out.decode(), err.decode()
 
 
 def _no_secrets(*texts: str) -> None:
@@ -85,8 +87,7 @@ async def test_run_prints_events_to_stdout_and_stops_cleanly(
     sim = await start_simulator(users=30, courses=2)
     sinks = "  - name: out\n    type: stdout\n"
     config = _config(tmp_path, sim, redis_url, sinks=sinks, first_sync="emit")
-    code, out, err = await _run_for(config, 6)
-    assert code == 0, err[-2000:]
+    out, err = await _run_for(config, 6)
     events = [json.loads(line) for line in out.splitlines()]
     assert {e["subject"] for e in events} == set(sim.sim.tenant.enrollments)
     assert {e["type"] for e in events} == {"absorb.course_enrollment.created"}
@@ -104,18 +105,16 @@ async def test_status_lists_scopes_and_quarantine_and_resync_retries(
     records = list(sim.sim.tenant.enrollments.values())
     bad, gone = records[0], records[1]
     await sim.control("PATCH", f"records/{bad.id}", {"raw": {"dateEdited": "not a date"}})
-    code, _, err = await _run_for(config, 4)
-    assert code == 0, err[-2000:]
+    _, err = await _run_for(config, 4)
 
-    code, out, err = await _cli("status", "--config", str(config), "--json")
-    assert code == 0, err
+    out, err = await _cli("status", "--config", str(config), "--json")
     report: dict[str, Any] = json.loads(out)
     feed = report["feeds"][0]
     assert len(feed["scopes"]) == 2
     assert all(s["watermark"] for s in feed["scopes"])
     assert [q["key"].split("|")[1] for q in feed["quarantined"]] == [bad.id]
     assert "dateEdited" in feed["quarantined"][0]["error"]
-    code, table, _ = await _cli("status", "--config", str(config))
+    table, _ = await _cli("status", "--config", str(config))
     assert "quarantined" in table
     assert bad.id in table
     _no_secrets(out, table, err)
@@ -124,14 +123,12 @@ async def test_status_lists_scopes_and_quarantine_and_resync_retries(
         "PATCH", f"records/{bad.id}", {"raw": None, "set": {"status": int(Status.Failed)}}
     )
     await sim.control("DELETE", f"records/{gone.id}")
-    code, out, err = await _cli("resync", "--config", str(config), "--feed", "courses")
-    assert code == 0, err
+    out, err = await _cli("resync", "--config", str(config), "--feed", "courses")
     assert "1 removed" in out
     assert "0 still quarantined" in out
-    code, out, _ = await _cli("status", "--config", str(config), "--json")
+    out, _ = await _cli("status", "--config", str(config), "--json")
     assert json.loads(out)["feeds"][0]["quarantined"] == []
-    code, out, err = await _cli("resync", "--config", str(config), "--feed", "nope")
-    assert code == 1
+    out, err = await _cli("resync", "--config", str(config), "--feed", "nope", expect=1)
     assert "no feed 'nope'" in out + err
 
 
@@ -192,21 +189,19 @@ sinks: [{{name: hr, type: http, url: "http://127.0.0.1:9/hook", secret: "{secret
 routes: [{{sinks: [hr]}}]
 """
     )
-    code, out, err = await _cli(
+    out, err = await _cli(
         "replay", "--config", str(config), "--sink", "hr", "--id", events[2]["id"]
     )
-    assert code == 0, err
     assert "1 dead letter queued again and enabled the sink again" in out
     assert await worker.queue.disabled() is None
     assert len(await worker.queue.dead_letters()) == 3
-    code, out, _ = await _cli(
+    out, _ = await _cli(
         "replay", "--config", str(config), "--sink", "hr", "--since", "2030-01-01T00:00:00Z"
     )
     assert "0 dead letters queued again" in out
-    code, out, _ = await _cli("replay", "--config", str(config), "--sink", "hr", "--since", "1h")
+    out, _ = await _cli("replay", "--config", str(config), "--sink", "hr", "--since", "1h")
     assert "3 dead letters queued again" in out
     assert await worker.queue.dead_letters() == []
     assert (await worker.queue.counts())["queued"] == 4
-    code, out, err = await _cli("replay", "--config", str(config), "--sink", "nope")
-    assert code == 1
+    out, err = await _cli("replay", "--config", str(config), "--sink", "nope", expect=1)
     assert "no sink 'nope'" in out + err
