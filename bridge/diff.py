@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from bridge.snapshots import Kind, Snapshot, digest
+from bridge.snapshots import Kind, Snapshot, digest, kept_date, kept_number, kept_status
 
 ChangeKind = Literal["created", "status_changed", "progress_changed", "removed"]
 
@@ -38,15 +38,15 @@ class Observation(NamedTuple):
         return self.date_edited or self.fallback_time
 
     def snapshot(self) -> Snapshot:
-        """The snapshot to keep of this record."""
+        """The snapshot to keep of this record, as packing keeps it (`Snapshot.kept`)."""
         return Snapshot(
             kind=self.kind,
-            status=self.status,
-            progress=_norm(self.progress),
-            score=_norm(self.score),
+            status=kept_status(self.status),
+            progress=kept_number(self.progress),
+            score=kept_number(self.score),
             is_active=self.is_active,
-            date_edited=self.date_edited,
-            date_completed=self.date_completed,
+            date_edited=kept_date(self.date_edited),
+            date_completed=kept_date(self.date_completed),
             digest=self.raw_digest or digest(self.raw),
         )
 
@@ -78,14 +78,18 @@ def diff(
     *,
     emit_created: bool,
     progress_events: bool,
+    horizon: datetime | None = None,
 ) -> Diff:
     """Compare a record with its snapshot.
 
     A record edited before its snapshot was taken changes nothing (it is an old
-    copy, seen again through the lookback window). A record without a snapshot
-    is `created` when `emit_created`, else recorded silently (the baseline).
+    copy, seen again through the lookback window), unless the snapshot's
+    `dateEdited` lies beyond `horizon` (Absorb's "now"): a sentinel such as
+    9999-12-31 orders nothing, so the record that replaces it is diffed. A record
+    without a snapshot is `created` when `emit_created`, else recorded silently
+    (the baseline).
     """
-    if previous is not None and _older(seen.date_edited, previous.date_edited):
+    if previous is not None and _older(seen.date_edited, previous.date_edited, horizon):
         return NOTHING
     current = seen.snapshot()
     if previous == current:
@@ -134,10 +138,7 @@ def changed_fields(previous: Snapshot, current: Snapshot) -> tuple[str, ...]:
     )
 
 
-def _older(seen: datetime | None, kept: datetime | None) -> bool:
-    return seen is not None and kept is not None and seen < kept
-
-
-def _norm(value: float | None) -> float | None:
-    # Snapshots keep four decimals (float32): compare what will be kept.
-    return None if value is None else round(float(value), 4)
+def _older(seen: datetime | None, kept: datetime | None, horizon: datetime | None) -> bool:
+    if seen is None or kept is None or (horizon is not None and kept > horizon):
+        return False
+    return seen < kept

@@ -1,14 +1,25 @@
-"""CloudEvents from changes: the event format of the contract. Pure functions."""
+"""CloudEvents from changes: the event format of the contract. Pure functions.
+
+An event is always valid UTF-8 JSON, whatever the record held: `data.current` is
+the record as Absorb sent it, except that a lone UTF-16 surrogate (a string a .NET
+serializer cut inside an emoji) becomes U+FFFD and a number JSON cannot carry
+(NaN, infinity) becomes null.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import re
 from typing import Any, get_args
 
-from bridge.absorb.models import Status
+import orjson
+
+from bridge.absorb import models
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.diff import Change, ChangeKind
-from bridge.snapshots import Kind
+from bridge.snapshots import STATUS_OUT_OF_RANGE, Kind, kept_number
 
 
 def event_type(change: Change) -> str:
@@ -19,14 +30,20 @@ def event_type(change: Change) -> str:
 _TYPES = {(kind, c): f"absorb.{kind.name}.{c}" for kind in Kind for c in get_args(ChangeKind)}
 
 
-_STATUS_NAMES = {s.value: s.name for s in Status}
+#: The `previousstatus` of a snapshot whose status was outside 0..253 (`STATUS_OUT_OF_RANGE`).
+OUT_OF_RANGE_NAME = "Unknown(out of range)"
 
 
 def status_name(value: int | None) -> str | None:
-    """Absorb's name of a status number (the number itself if Absorb added a new one)."""
+    """Absorb's name of a status number; `Unknown(N)` for a number outside its enum."""
     if value is None:
         return None
-    return _STATUS_NAMES.get(value) or str(value)
+    return models.status_name(value)
+
+
+def _kept_status_name(value: int) -> str:
+    # A snapshot keeps every status beyond 253 as one value, so the number is lost.
+    return OUT_OF_RANGE_NAME if value == STATUS_OUT_OF_RANGE else models.status_name(value)
 
 
 def event_id(source: str, change: Change, *, time: str | None = None) -> str:
@@ -46,7 +63,7 @@ def event_id(source: str, change: Change, *, time: str | None = None) -> str:
         f"{source}\n{event_type(change)}\n{change.subject}\n{time}\n"
         f"{before!r}\n{after!r}\n{progress!r}\n{score!r}"
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
 
 
 def cloud_event(source: str, change: Change) -> dict[str, Any]:
@@ -67,10 +84,12 @@ def cloud_event(source: str, change: Change) -> dict[str, Any]:
     if time is not None:
         event["time"] = time
     event["datacontenttype"] = "application/json"
-    if status is not None:
-        event["status"] = status_name(status)
+    if current is not None and current.status is not None:
+        event["status"] = models.status_name(current.status)
+    elif status is not None:
+        event["status"] = _kept_status_name(status)
     if change.change != "created" and previous is not None and previous.status is not None:
-        event["previousstatus"] = status_name(previous.status)
+        event["previousstatus"] = _kept_status_name(previous.status)
     event["data"] = {
         "current": current.raw if current else None,
         "previous": previous.fields() if previous else None,
@@ -79,9 +98,35 @@ def cloud_event(source: str, change: Change) -> dict[str, Any]:
     return event
 
 
+def encode(event: dict[str, Any]) -> bytes:
+    """An event as compact UTF-8 JSON; never raises for what a record may hold."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:  # a lone surrogate, or an integer beyond 64 bits
+        return json.dumps(
+            _repaired(event), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _repaired(value: Any) -> Any:
+    """`value` with lone surrogates as U+FFFD and non-finite numbers as None (orjson's rule)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_repaired(k): _repaired(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_repaired(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _norm(value: float | None) -> float | None:
     # As snapshots keep them, so an id computed from either side agrees.
-    return None if value is None else round(float(value), 4)
+    return kept_number(value)
 
 
 def _time(change: Change) -> str | None:

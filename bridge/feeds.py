@@ -20,6 +20,7 @@ from bridge.absorb.models import (
 )
 from bridge.absorb.paths import Op
 from bridge.diff import Observation
+from bridge.errors import BridgeError
 from bridge.snapshots import Kind
 
 Resource = Literal[
@@ -138,12 +139,31 @@ _VALIDATORS: dict[Kind, TypeAdapter[dict[str, Any]]] = {
 }
 
 
-class Unreadable(ValueError):
-    """A record that does not fit Absorb's documented shape; `record_id` when one was readable."""
+class Unreadable(BridgeError, ValueError):
+    """A record that does not fit Absorb's documented shape; `record_id` when one was readable.
 
-    def __init__(self, message: str, record_id: str | None) -> None:
+    `category` names what was wrong, for metrics: `not_an_object`, `bad_id` or `bad_field`.
+    """
+
+    def __init__(self, message: str, record_id: str | None, category: str = "bad_field") -> None:
         super().__init__(message)
         self.record_id = record_id
+        self.category = category
+
+
+def usable_id(value: object) -> str | None:
+    """A record id the bridge can key state by (lower case), or None.
+
+    An id must be a non-empty string of valid Unicode: one holding a lone UTF-16
+    surrogate cannot be written to Redis, so its record goes to quarantine.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return None
+    return value.lower()
 
 
 def observe(
@@ -158,19 +178,22 @@ def observe(
 
     `raw_digest` is `snapshots.digest(raw)` when the caller computed it already.
     """
-    rid = raw.get("id") if isinstance(raw, dict) else None
     if not isinstance(raw, dict):
-        raise Unreadable(f"record is a {type(raw).__name__}, not an object", None)
+        raise Unreadable(f"record is a {type(raw).__name__}, not an object", None, "not_an_object")
+    rid = usable_id(raw.get("id"))
     try:
         values = _VALIDATORS[kind].validate_python(raw)
     except ValidationError as e:
-        raise Unreadable(describe_invalid(e, raw), rid if isinstance(rid, str) else None) from None
+        category = "bad_id" if rid is None else "bad_field"
+        raise Unreadable(describe_invalid(e, raw), rid, category) from None
+    if rid is None:
+        raise Unreadable(f"id {_shown(raw.get('id'))} is empty or not valid text", None, "bad_id")
     if kind == Kind.attempt:
         completed = as_utc(values.get("completionDate"))
         time = completed or as_utc(values.get("startDate"))
         return Observation(
             kind=kind,
-            id=values["id"].lower(),
+            id=rid,
             raw=raw,
             status=_int(values.get("status")),
             progress=None,
@@ -184,7 +207,7 @@ def observe(
         )
     return Observation(
         kind=kind,
-        id=values["id"].lower(),
+        id=rid,
         raw=raw,
         status=_int(values.get("status")),
         progress=values.get("progress"),
@@ -193,10 +216,14 @@ def observe(
         date_edited=as_utc(values.get("dateEdited")),
         date_completed=as_utc(values.get("dateCompleted")),
         fallback_time=fallback_time,
-        course_id=(values.get("courseId") or course_id),
+        course_id=(values.get("courseId") if usable_id(values.get("courseId")) else course_id),
         raw_digest=raw_digest,
     )
 
 
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _shown(value: object) -> str:
+    return ascii(value)[:80]

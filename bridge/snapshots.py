@@ -4,6 +4,16 @@ A snapshot keeps only what diffing needs (status, progress, score, isActive, the
 edit and completion dates) and an 8-byte hash of the whole record, in 35 bytes.
 Snapshots of a scope are spread over a few Redis hashes ("buckets") small enough
 that Redis keeps each in its compact listpack encoding.
+
+Packing never fails, whatever Absorb sent: every value is first brought to what
+the layout holds (`Snapshot.kept`), and diffing compares kept values only.
+
+- progress and score: a float32 to four decimals; NaN is kept as no value, and a
+  number beyond float32's range (1e39, infinity) as float32's largest of its sign;
+- status: 0..253 as it is; any other number (254, 300, -1) as 254, `STATUS_OUT_OF_RANGE`;
+- dates: microseconds since 1970 in UTC (a date without a zone is UTC; one that
+  UTC cannot hold, such as 0001-01-01 east of it, as UTC's first or last moment);
+  the epoch itself stands for "no date", so exactly 1970-01-01T00:00:00Z is kept as none.
 """
 
 from __future__ import annotations
@@ -25,7 +35,15 @@ from bridge.absorb.timefmt import format_rfc3339
 #: Entries a bucket should hold at most: under Redis's default listpack limit of 128.
 BUCKET_TARGET = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
 _NONE_STATUS = 255
+#: The highest status number a snapshot keeps as it is.
+STATUS_MAX = 253
+#: What a snapshot keeps for any status outside 0..STATUS_MAX.
+STATUS_OUT_OF_RANGE = 254
+_FLOAT32 = struct.Struct("<f")
+_FLOAT32_MAX = 3.4028234663852886e38
 _LAYOUT = struct.Struct("<BBBffqq8s")
 _DIGEST_AT = _LAYOUT.size - 8
 _EDITED = struct.Struct("<q")
@@ -58,24 +76,35 @@ class Snapshot(NamedTuple):
     date_completed: datetime | None
     digest: bytes
 
+    def kept(self) -> Snapshot:
+        """The snapshot as packing keeps it (the module's rules): what `unpack(pack())` gives."""
+        return self._replace(
+            status=kept_status(self.status),
+            progress=kept_number(self.progress),
+            score=kept_number(self.score),
+            date_edited=kept_date(self.date_edited),
+            date_completed=kept_date(self.date_completed),
+        )
+
     def pack(self) -> bytes:
-        """The snapshot as stored in Redis."""
+        """The snapshot as stored in Redis; never raises, whatever the values."""
+        kept = self.kept()
         flags = 0
-        if self.is_active is not None:
-            flags |= _ACTIVE_KNOWN | (_ACTIVE if self.is_active else 0)
-        if self.progress is not None:
+        if kept.is_active is not None:
+            flags |= _ACTIVE_KNOWN | (_ACTIVE if kept.is_active else 0)
+        if kept.progress is not None:
             flags |= _HAS_PROGRESS
-        if self.score is not None:
+        if kept.score is not None:
             flags |= _HAS_SCORE
         return _LAYOUT.pack(
-            int(self.kind),
-            _NONE_STATUS if self.status is None else self.status,
+            int(kept.kind),
+            _NONE_STATUS if kept.status is None else kept.status,
             flags,
-            self.progress or 0.0,
-            self.score or 0.0,
-            _micros(self.date_edited),
-            _micros(self.date_completed),
-            self.digest,
+            kept.progress or 0.0,
+            kept.score or 0.0,
+            _micros(kept.date_edited),
+            _micros(kept.date_completed),
+            kept.digest,
         )
 
     @classmethod
@@ -167,6 +196,40 @@ def bucket_of(record_id: str, buckets: int) -> int:
 def buckets_for(records: int) -> int:
     """How many buckets a scope of this many records should be spread over."""
     return max(1, math.ceil(records / BUCKET_TARGET))
+
+
+def kept_status(value: int | None) -> int | None:
+    """A status as a snapshot keeps it: 0..253 as it is, any other number as 254."""
+    if value is None:
+        return None
+    return value if 0 <= value <= STATUS_MAX else STATUS_OUT_OF_RANGE
+
+
+def kept_number(value: float | None) -> float | None:
+    """Progress or score as a snapshot keeps it: float32 to four decimals, NaN as None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a double
+        number = math.inf if value > 0 else -math.inf
+    if math.isnan(number):
+        return None
+    number = max(-_FLOAT32_MAX, min(_FLOAT32_MAX, number))
+    return _round(_FLOAT32.unpack(_FLOAT32.pack(number))[0])
+
+
+def kept_date(value: datetime | None) -> datetime | None:
+    """A date as a snapshot keeps it: in UTC (none given means UTC), the epoch meaning none."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, or 9999-12-31 west of it
+        value = _FIRST if value.year == 1 else _LAST
+    return None if value == _EPOCH else value
 
 
 def _micros(value: datetime | None) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
-from datetime import UTC, datetime
+import struct
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ from hypothesis import strategies as st
 from bridge.absorb.models import Status
 from bridge.diff import Change, Observation, changed_fields, diff, removed
 from bridge.durations import parse_duration
-from bridge.events import cloud_event, event_id, status_name
+from bridge.events import cloud_event, encode, event_id, status_name
 from bridge.feeds import FeedSpec, Unreadable, observe, static_scopes
 from bridge.routes import Route, sinks_for
 from bridge.snapshots import (
@@ -66,31 +69,103 @@ def _status_change(**changes: Any) -> Change:
 
 # ---- snapshots -----------------------------------------------------------------------------
 
-_money = st.none() | st.integers(0, 100_000).map(lambda n: n / 100)
-_moment = st.none() | st.datetimes(
-    min_value=datetime(1971, 1, 1),
-    max_value=datetime(9000, 12, 31, 23, 59, 59, 999_999),
-    timezones=st.just(UTC),
+FLOAT32_MAX = 3.4028234663852886e38
+_money = st.integers(0, 100_000).map(lambda n: n / 100)
+#: Anything Absorb may send for progress or score: NaN, infinities, 1e39, negatives, huge ints.
+_number = (
+    st.none()
+    | _money
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([1e39, -1e39, 3.4028235e38, -0.0, 1e-45])
+    | st.integers(-(10**400), 10**400)
+)
+_zones = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))])
+#: From 0001-01-01 to 9999-12-31, in zones that push them past what UTC holds, and the epoch.
+_date = (
+    st.none()
+    | st.datetimes(timezones=_zones)
+    | st.datetimes(timezones=st.none())
+    | st.just(datetime(1970, 1, 1, tzinfo=UTC))
 )
 _snapshots = st.builds(
     Snapshot,
     kind=st.sampled_from(Kind),
-    status=st.none() | st.integers(0, 12),
-    progress=_money,
-    score=_money,
+    status=st.none() | st.integers(-(2**70), 2**70),
+    progress=_number,
+    score=_number,
     is_active=st.sampled_from([None, True, False]),
-    date_edited=_moment,
-    date_completed=_moment,
+    date_edited=_date,
+    date_completed=_date,
+    digest=st.binary(min_size=8, max_size=8),
+)
+_ordinary = st.builds(
+    Snapshot,
+    kind=st.sampled_from(Kind),
+    status=st.none() | st.integers(0, 253),
+    progress=st.none() | _money,
+    score=st.none() | _money,
+    is_active=st.sampled_from([None, True, False]),
+    date_edited=st.none() | st.datetimes(min_value=datetime(1971, 1, 1), timezones=st.just(UTC)),
+    date_completed=st.none() | st.datetimes(min_value=datetime(1971, 1, 1), timezones=st.just(UTC)),
     digest=st.binary(min_size=8, max_size=8),
 )
 
 
+def _kept_number(value: float | None) -> float | None:
+    """The documented rule, written out: NaN none, float32's range, four decimals."""
+    if value is None:
+        return None
+    huge = isinstance(value, int) and abs(value) >= 2**1000
+    number = (math.inf if value > 0 else -math.inf) if huge else float(value)
+    if math.isnan(number):
+        return None
+    number = max(-FLOAT32_MAX, min(FLOAT32_MAX, number))
+    return round(struct.unpack("<f", struct.pack("<f", number))[0], 4)
+
+
+def _kept_date(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    utc_offset = value.utcoffset() or timedelta(0)
+    if value.replace(tzinfo=None) - datetime.min < utc_offset:
+        return datetime.min.replace(tzinfo=UTC)
+    if datetime.max - value.replace(tzinfo=None) < -utc_offset:
+        return datetime.max.replace(tzinfo=UTC)
+    moment = value.astimezone(UTC)
+    return None if moment == datetime(1970, 1, 1, tzinfo=UTC) else moment
+
+
 @given(_snapshots)
-def test_snapshot_pack_round_trip(snapshot: Snapshot) -> None:
-    """Every field survives pack/unpack, in exactly 35 bytes."""
+def test_snapshot_pack_is_total_and_follows_the_documented_rules(snapshot: Snapshot) -> None:
+    """Any values pack into exactly 35 bytes, and come back as the README's rules say.
+
+    NaN is no value, numbers beyond float32 are its largest, a status outside 0..253
+    is 254, and dates are UTC (clamped to what UTC holds), the epoch meaning none.
+    """
     packed = snapshot.pack()
     assert len(packed) == 35
-    assert Snapshot.unpack(packed) == snapshot
+    back = Snapshot.unpack(packed)
+    status = snapshot.status
+    assert back.status == (None if status is None else status if 0 <= status <= 253 else 254)
+    assert back.progress == _kept_number(snapshot.progress)
+    assert back.score == _kept_number(snapshot.score)
+    assert back.date_edited == _kept_date(snapshot.date_edited)
+    assert back.date_completed == _kept_date(snapshot.date_completed)
+    assert (back.kind, back.is_active, back.digest) == (
+        snapshot.kind,
+        snapshot.is_active,
+        snapshot.digest,
+    )
+    assert back == snapshot.kept()
+    assert Snapshot.unpack(back.pack()) == back  # what is kept packs to itself
+
+
+@given(_ordinary)
+def test_snapshot_pack_round_trip_of_ordinary_values(snapshot: Snapshot) -> None:
+    """Values Absorb documents (statuses 0..253, two-decimal numbers, dates after 1970) survive."""
+    assert Snapshot.unpack(snapshot.pack()) == snapshot
 
 
 @given(st.uuids())
@@ -326,8 +401,9 @@ def test_status_name_of_every_status(status: Status) -> None:
 
 
 def test_status_name_of_unknown_and_missing() -> None:
-    """A status Absorb added later is its number; no status is None."""
-    assert status_name(99) == "99"
+    """A status Absorb added later is `Unknown(N)`; no status is None."""
+    assert status_name(99) == "Unknown(99)"
+    assert status_name(-1) == "Unknown(-1)"
     assert status_name(None) is None
 
 
@@ -429,11 +505,74 @@ def test_observe_reads_a_course_enrollment() -> None:
     assert seen.time == seen.date_edited
 
 
-def test_observe_refuses_an_invalid_status() -> None:
-    """A status Absorb does not document is Unreadable, naming the record and the field."""
+def test_observe_reads_a_status_outside_the_enum_as_a_new_status() -> None:
+    """A status Absorb added is read as its number, and its events name it `Unknown(N)`."""
+    seen = observe(Kind.course_enrollment, _enrollment(status=42))
+    assert seen.status == 42
+    (change,) = diff(_stored(_obs()), seen, emit_created=False, progress_events=False).changes
+    event = cloud_event(SOURCE, change)
+    assert (event["status"], event["previousstatus"]) == ("Unknown(42)", "InProgress")
+
+
+def test_a_status_beyond_the_snapshot_byte_is_named_as_sent_and_kept_as_out_of_range() -> None:
+    """Status 300: the event names it; the snapshot keeps 254, named `Unknown(out of range)`."""
+    seen = observe(Kind.course_enrollment, _enrollment(status=300))
+    (change,) = diff(_stored(_obs()), seen, emit_created=False, progress_events=False).changes
+    assert cloud_event(SOURCE, change)["status"] == "Unknown(300)"
+    kept = _stored(seen)
+    assert kept.status == 254
+    (back,) = diff(kept, _obs(status=3), emit_created=False, progress_events=False).changes
+    assert cloud_event(SOURCE, back)["previousstatus"] == "Unknown(out of range)"
+
+
+def test_observe_refuses_a_status_that_is_not_a_whole_number() -> None:
+    """A status of the wrong type is Unreadable, naming the record and the field."""
     with pytest.raises(Unreadable, match="status") as caught:
-        observe(Kind.course_enrollment, _enrollment(status=42))
+        observe(Kind.course_enrollment, _enrollment(status="done"))
     assert caught.value.record_id == RID
+
+
+@pytest.mark.parametrize("rid", [None, "", 42, "ab\ud83d"])
+def test_observe_refuses_a_record_without_a_usable_id(rid: Any) -> None:
+    """A null, empty, non-string or broken-text id is Unreadable, with no id to key it by."""
+    with pytest.raises(Unreadable) as caught:
+        observe(Kind.course_enrollment, _enrollment(id=rid))
+    assert caught.value.record_id is None
+    assert caught.value.category == "bad_id"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"progress": 1e39, "score": float("nan")},
+        {"progress": float("-inf"), "score": -5},
+        {"progress": 10**30},
+        {"dateEdited": "9999-12-31T23:59:59.9999999-05:00"},
+        {"dateEdited": "0001-01-01T00:00:00+01:00", "dateCompleted": "0001-01-01T00:00:00"},
+        {"fullName": "Ada \ud83d", "courseName": "\udc00 First Aid"},
+    ],
+)
+def test_hostile_values_make_an_event_that_is_valid_json(changes: dict[str, Any]) -> None:
+    """Out-of-range numbers, extreme dates and lone surrogates: the event encodes, as UTF-8 JSON.
+
+    `data.current` keeps every field as sent, except that a lone surrogate becomes
+    U+FFFD and a number JSON cannot carry becomes null.
+    """
+    seen = observe(Kind.course_enrollment, _enrollment(**changes))
+    (change,) = diff(None, seen, emit_created=True, progress_events=False).changes
+    event = cloud_event(SOURCE, change)
+    text = encode(event)
+    decoded = json.loads(text.decode("utf-8"))
+    assert decoded["id"] == event["id"]
+    for name, value in changes.items():
+        got = decoded["data"]["current"][name]
+        if isinstance(value, str):
+            assert got == value.replace("\ud83d", "\ufffd").replace("\udc00", "\ufffd")
+        elif isinstance(value, float) and not math.isfinite(value):
+            assert got is None
+        else:
+            assert got == value
+    assert len(seen.snapshot().pack()) == 35
 
 
 @pytest.mark.parametrize("raw", [[1, 2], "record", None, 7])

@@ -8,11 +8,13 @@ zone or carry seven fractional digits, and `timeSpent` is a .NET TimeSpan string
 from __future__ import annotations
 
 import functools
+import re
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Annotated, Any, ClassVar, Generic, Required, Self, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -53,11 +55,53 @@ class AttemptStatus(IntEnum):
     Failed = 5
 
 
+_UNKNOWN_STATUS = re.compile(r"Unknown\((-?[0-9]+)\)")
+
+
+def status_name(value: int) -> str:
+    """Absorb's name of a status number; `Unknown(N)` for a number Absorb added to its enum."""
+    try:
+        return Status(value).name
+    except ValueError:
+        return f"Unknown({value})"
+
+
+def is_status_name(text: str) -> bool:
+    """Whether `text` names a status as events do: a member of `Status`, or `Unknown(N)`."""
+    return text in Status.__members__ or _UNKNOWN_STATUS.fullmatch(text) is not None
+
+
+def _known_status(value: int) -> int:
+    # A number outside the enum is a status Absorb added, not an error: keep it as a number.
+    try:
+        return Status(value)
+    except ValueError:
+        return value
+
+
+def _known_attempt_status(value: int) -> int:
+    try:
+        return AttemptStatus(value)
+    except ValueError:
+        return value
+
+
+#: A status as Absorb sends it: a `Status` when the enum knows it, else the number itself.
+AnyStatus = Annotated[int, AfterValidator(_known_status)]
+AnyAttemptStatus = Annotated[int, AfterValidator(_known_attempt_status)]
+
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
+
 def _as_utc(value: datetime) -> datetime:
     # Absorb leaves the zone out and means UTC.
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC or 9999-12-31 west of it: UTC's own end
+        return _FIRST if value.year == 1 else _LAST
 
 
 def _to_timespan(value: Any) -> Any:
@@ -106,7 +150,7 @@ class CourseEnrollment(AbsorbModel):
     course_name: str | None = None
     progress: float | None = None
     score: float | None = None
-    status: Status | None = None
+    status: AnyStatus | None = None
     date_completed: AbsorbDateTime | None = None
     date_expires: AbsorbDateTime | None = None
     date_edited: AbsorbDateTime | None = None
@@ -170,7 +214,7 @@ class ActivityEnrollment(AbsorbModel):
     name: str | None = None
     user_id: str | None = None
     full_name: str | None = None
-    status: Status | None = None
+    status: AnyStatus | None = None
     progress: float | None = None
     score: float | None = None
     time_spent: TimeSpan | None = None
@@ -215,7 +259,7 @@ class Attempt(AbsorbModel):
 
     id: str
     time_spent_ticks: int | None = None
-    status: AttemptStatus | None = None
+    status: AnyAttemptStatus | None = None
     score: float | None = None
     start_date: AbsorbDateTime | None = None
     completion_date: AbsorbDateTime | None = None

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
 
-from bridge.absorb.models import Status
+from bridge.absorb.models import Status, is_status_name
 from bridge.durations import parse_duration
 
 EVENT_RESOURCES = (
@@ -78,7 +78,8 @@ def _event_type(value: str) -> str:
 
 
 def _status_name(value: str) -> str:
-    if value not in Status.__members__:
+    # `Unknown(N)` is how events name a status Absorb added to its enum.
+    if not is_status_name(value):
         close = difflib.get_close_matches(value, Status.__members__, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ValueError(
