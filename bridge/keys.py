@@ -94,3 +94,24 @@ def dead_letters(prefix: str, sink: str) -> str:
 def sink_disabled(prefix: str, sink: str) -> str:
     """Set (with the reason) when a sink told the bridge to stop (HTTP 410)."""
     return f"{prefix}:disabled:{sink}"
+
+
+def sink_feeder(prefix: str, sink: str) -> str:
+    """A hash naming the one replica that feeds a sink's queue (holder, until ms, fence)."""
+    return f"{prefix}:dq:{sink}:feeder"
+
+
+def sinks_seen(prefix: str) -> str:
+    """A hash: per sink consumer group, when a replica last fed it (ms); stale groups go."""
+    return f"{prefix}:sinks-seen"
+
+
+def quarantine_order(prefix: str, feed: str) -> str:
+    """A sorted set of a feed's quarantine keys by when they were quarantined (ms)."""
+    return f"{prefix}:quarantine-order:{feed}"
+
+
+def dropped(prefix: str) -> str:
+    """A hash counting what the caps dropped: `dead_letters:<sink>`, `quarantine:<feed>`,
+    `sink_groups`."""
+    return f"{prefix}:dropped"

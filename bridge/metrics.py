@@ -61,3 +61,23 @@ READY = _gauge("ready", "1 when Redis is reachable and Absorb answers.")
 def render() -> bytes:
     """The registry in Prometheus text format."""
     return generate_latest(REGISTRY)
+
+
+SINK_EXCEPTIONS = _counter(
+    "sink_exceptions",
+    "Delivery tries that ended in an exception other than a SinkError (a bug, a template).",
+    ("sink", "error"),
+)
+DEAD_LETTERS_DROPPED = _counter(
+    "dead_letters_dropped", "Oldest dead letters dropped to keep a sink within its cap.", ("sink",)
+)
+QUARANTINE_DROPPED = _counter(
+    "quarantine_dropped",
+    "Oldest quarantined records dropped to keep a feed within its cap.",
+    ("feed",),
+)
+SINK_GROUPS_DROPPED = _counter(
+    "stale_sink_groups_dropped",
+    "Outbox consumer groups dropped because no replica fed their sink within the grace period.",
+    ("sink",),
+)

@@ -1,4 +1,5 @@
-"""Sinks that take batches, routing filters and the queue's stored form, on a real Redis."""
+"""Sinks that take batches, routing filters, the queue's stored form and what sinks raise,
+on a real Redis."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ async def test_one_refused_event_of_a_batch_is_retried_alone_and_its_subject_wai
     assert refused in first
     assert _ids_by_subject(sink.taken) == _ids_by_subject(events)
     counts = await worker.queue.counts()
-    assert counts == {"queued": 0, "retrying": 0, "dead_lettered": 0}
+    assert counts == {"queued": 0, "retrying": 0, "dead_lettered": 0, "dead_letters_dropped": 0}
 
 
 async def test_routes_with_filters_queue_what_they_match_and_acknowledge_the_rest(
@@ -192,3 +193,84 @@ async def test_two_lanes_of_a_per_event_sink_share_max_in_flight(redis: aioredis
     assert worker.delivered == len(events)
     assert 1 < sink.most <= 5
     assert _ids_by_subject(sink.taken) == _ids_by_subject(events)
+
+
+class Raising:
+    """A per-event sink with a bug: TypeError for some events once, for one event always."""
+
+    def __init__(self, once: set[str], always: str) -> None:
+        self.name = "buggy"
+        self.once = set(once)
+        self.always = always
+        self.taken: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def send(self, delivery: Delivery) -> None:
+        """Take the event, unless the bug strikes (a template fed the wrong type, say)."""
+        if delivery.id == self.always or delivery.id in self.once:
+            self.once.discard(delivery.id)
+            raise TypeError(f"can only concatenate str (not int) to str in {delivery.id}")
+        self.taken.append(delivery.event)
+
+
+async def test_exceptions_from_a_sink_are_failed_tries_and_never_stop_it(
+    redis: aioredis.Redis,
+) -> None:
+    """A TypeError from a sink is a failed try with its text, on the retry schedule: the
+    events it struck once arrive on their next try, the one it always strikes becomes a
+    dead letter naming the error, its subject then moves on, and the worker keeps going."""
+    events = sample_events(40, subjects=8)
+    once = {events[0]["id"], events[9]["id"], events[17]["id"]}
+    always = events[2]["id"]  # the first event of its subject: the rest wait, then go
+    sink = Raising(once, always)
+    worker, store = await sink_worker(redis, sink, "raising", schedule=(0, 0.01, 0.01))
+    await put_events(store, events)
+    await settle_worker(worker, lambda: worker.delivered == 39)
+    assert worker.failed == 3 + 3  # three struck once; the last one on each of its three tries
+    letters = await worker.queue.dead_letters()
+    assert [json.loads(d.queued.event)["id"] for d in letters] == [always]
+    assert letters[0].queued.attempts == 3
+    assert "TypeError" in str(letters[0].queued.error)
+    assert f"to str in {always}" in str(letters[0].queued.error)
+    others = [e for e in events if e["id"] != always]
+    assert _ids_by_subject(sink.taken) == _ids_by_subject(others)
+    assert (await worker.queue.counts())["queued"] == 0
+
+
+class RaisingBatches(Recorder):
+    """A batch sink whose first batch raises instead of answering per event."""
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[SinkError | None]:
+        """Raise on the first batch (a bug), take the later ones."""
+        if not self.batches:
+            self.batches.append([d.id for d in deliveries])
+            raise KeyError("status")
+        return await super().send_many(deliveries)
+
+
+async def test_an_exception_from_a_batch_sink_is_a_failed_try_of_the_whole_batch(
+    redis: aioredis.Redis,
+) -> None:
+    """Every event of the batch that raised counts one failed try (with the error) and
+    comes again on the schedule; then everything arrives once, in order per subject."""
+    sink = RaisingBatches()
+    worker, store = await sink_worker(redis, sink, "raising-batch", schedule=(0, 0.01, 0.01))
+    events = sample_events(30, subjects=10)
+    await put_events(store, events)
+    assert await worker.feed_once() == 30
+    assert await worker.deliver_once() == 0
+    assert worker.failed == 10
+    assert len(sink.batches) == 1
+    counts = await worker.queue.counts()
+    assert counts["retrying"] == 10
+    payloads = await redis.hvals(worker.queue.entries)
+    errors = {Queued.load("", p).error for p in payloads if Queued.load("", p).attempts}
+    assert errors == {"sink batch: raised KeyError: 'status'"}
+    await settle_worker(worker, lambda: worker.delivered == 30)
+    assert _ids_by_subject(sink.taken) == _ids_by_subject(events)
+    assert await worker.queue.dead_letters() == []

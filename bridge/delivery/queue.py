@@ -1,7 +1,9 @@
 """A sink's delivery queue in Redis: one event per subject at the front, the rest held behind.
 
 Events leave the outbox into the queue atomically with their acknowledgement, so
-the outbox can be trimmed and a crash loses nothing. Only the oldest queued
+the outbox can be trimmed and a crash loses nothing. One replica at a time feeds
+a sink's queue (it holds the sink's feeder lease), so events enter the queue in
+outbox order however many replicas run and whenever one dies. Only the oldest queued
 event of each subject is ever due; the others wait in the subject's list until
 it is delivered or dead-lettered, which keeps a sink's events of one enrollment
 in order across retries and replicas. Claiming an event hides it for a while
@@ -68,6 +70,20 @@ class OutboxEntry:
     event: str
 
 
+#: The one consumer name a sink's feeder reads the outbox under, whichever replica it is.
+FEEDER = "feeder"
+
+
+@dataclass(frozen=True)
+class Fed:
+    """What one feed step read: how many entries, under which feeder token, and those
+    returned for routing. No token while another replica feeds the sink."""
+
+    read: int
+    token: str | None
+    entries: list[OutboxEntry]
+
+
 @dataclass
 class DeadLetter:
     """An event that ran out of tries, with its last error."""
@@ -80,9 +96,12 @@ class DeadLetter:
 class DeliveryQueue:
     """Redis access for one sink's queue, dead letters and disabled flag."""
 
-    def __init__(self, redis: Redis, prefix: str, sink: str) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, sink: str, *, max_dead_letters: int | None = None
+    ) -> None:
         self.redis = redis
         self.sink = sink
+        self.max_dead_letters = max_dead_letters
         self.outbox = keys.outbox(prefix)
         self.group = keys.sink_group(sink)
         self.due = keys.delivery_due(prefix, sink)
@@ -91,6 +110,9 @@ class DeliveryQueue:
         self.held = keys.delivery_held_prefix(prefix, sink)
         self.dead = keys.dead_letters(prefix, sink)
         self.disabled_key = keys.sink_disabled(prefix, sink)
+        self.feeder = keys.sink_feeder(prefix, sink)
+        self.seen = keys.sinks_seen(prefix)
+        self.dropped = keys.dropped(prefix)
         self._feed = redis.register_script(scripts.FEED)
         self._route = redis.register_script(scripts.ROUTE)
         self._claim = redis.register_script(scripts.CLAIM)
@@ -98,37 +120,54 @@ class DeliveryQueue:
         self._settle_many = redis.register_script(scripts.SETTLE_MANY)
         self._reschedule = redis.register_script(scripts.RESCHEDULE)
         self._replay = redis.register_script(scripts.REPLAY)
+        self._release = redis.register_script(scripts.RELEASE)
 
     async def feed(
-        self, consumer: str, count: int, now_ms: int, *, take_all: bool
-    ) -> tuple[int, list[OutboxEntry]]:
-        """Read outbox entries: this consumer's pending ones first, else new ones.
+        self, owner: str, count: int, now_ms: int, lease_ms: int, *, take_all: bool
+    ) -> Fed:
+        """Read outbox entries if `owner` holds (or can take) the sink's feeder lease.
 
-        With `take_all` they are queued and acknowledged in the same step; otherwise
-        they are returned for routing (and stay pending until `route` settles them).
-        Returns how many entries were read, and those returned.
+        The feeder's pending entries come first (a feeder died before queueing them),
+        else new ones. With `take_all` they are queued and acknowledged in the same
+        step; otherwise they are returned for routing (and stay pending until `route`
+        settles them under the same token).
         """
         reply = await self._feed(
-            keys=[self.outbox, self.entries, self.blocked, self.due],
-            args=[self.group, now_ms, self.held, consumer, count, "all" if take_all else ""],
-        )
+            keys=[self.outbox, self.entries, self.blocked, self.due, self.feeder, self.seen],
+            args=[
+                self.group, now_ms, self.held, FEEDER, count, "all" if take_all else "",
+                owner, lease_ms,
+            ],
+        )  # fmt: skip
+        if int(reply[0]) < 0:
+            return Fed(0, None, [])
+        token = _text(reply[1])
         if take_all:
-            return int(reply[0]), []
-        values = unpack(reply[1], reply[2])
+            return Fed(int(reply[0]), token, [])
+        values = unpack(reply[2], reply[3])
         # An entry trimmed away before it was read comes back without an event.
         entries = [
             OutboxEntry(*(value.decode() for value in values[i : i + 4]))
             for i in range(0, len(values), 4)
         ]
-        return int(reply[0]), entries
+        return Fed(int(reply[0]), token, entries)
 
-    async def route(self, wanted: Sequence[str], unwanted: Sequence[str], now_ms: int) -> None:
-        """Queue the outbox entries this sink wants and acknowledge the rest, in one step."""
-        if wanted or unwanted:
-            await self._route(
-                keys=[self.outbox, self.entries, self.blocked, self.due],
-                args=[self.group, now_ms, self.held, " ".join(wanted), " ".join(unwanted)],
-            )
+    async def route(
+        self, token: str, wanted: Sequence[str], unwanted: Sequence[str], now_ms: int
+    ) -> bool:
+        """Queue the entries this sink wants and acknowledge the rest, in one step; False
+        (and nothing done) when `token` no longer holds the feeder lease."""
+        if not (wanted or unwanted):
+            return True
+        done = await self._route(
+            keys=[self.outbox, self.entries, self.blocked, self.due, self.feeder],
+            args=[self.group, now_ms, self.held, " ".join(wanted), " ".join(unwanted), token],
+        )
+        return bool(done)
+
+    async def release(self, token: str) -> None:
+        """Give up the feeder lease so another replica feeds the sink at once."""
+        await self._release(keys=[self.feeder], args=[token])
 
     async def claim(self, now_ms: int, hide_ms: int, count: int) -> list[Queued]:
         """Due events, hidden from other replicas for `hide_ms` while this one tries them.
@@ -151,17 +190,24 @@ class DeliveryQueue:
         )
         return int(settled)
 
-    async def dead_letter(self, q: Queued, failed_at: str, now_ms: int) -> bool:
-        """Move an event that ran out of tries to the dead letters; its subject moves on."""
-        entry = json.dumps({**q.__dict__, "failed_at": failed_at})
-        return await self._done(q, entry, now_ms)
+    async def dead_letter(self, q: Queued, failed_at: str, now_ms: int) -> tuple[bool, int]:
+        """Move an event that ran out of tries to the dead letters; its subject moves on.
 
-    async def _done(self, q: Queued, dead: str, now_ms: int) -> bool:
-        done = await self._settle(
-            keys=[self.due, self.entries, self.blocked, self.dead],
-            args=[q.id, q.subject, self.held + q.subject, dead, now_ms],
+        Returns whether it was still queued, and how many of the oldest dead letters
+        were dropped to keep the sink within `max_dead_letters`.
+        """
+        entry = json.dumps({**q.__dict__, "failed_at": failed_at})
+        cap = "" if self.max_dead_letters is None else str(self.max_dead_letters)
+        done, dropped = await self._settle(
+            keys=[self.due, self.entries, self.blocked, self.dead, self.dropped],
+            args=[q.id, q.subject, self.held + q.subject, entry, now_ms, cap, self.dropped_field],
         )
-        return bool(done)
+        return bool(done), int(dropped)
+
+    @property
+    def dropped_field(self) -> str:
+        """The field of the dropped counts hash that counts this sink's dropped dead letters."""
+        return f"dead_letters:{self.sink}"
 
     async def retry_at(self, q: Queued, when_ms: int) -> bool:
         """Schedule the next try of an event (keeping its tries and last error)."""
@@ -206,7 +252,7 @@ class DeliveryQueue:
         await self.redis.delete(self.disabled_key)
 
     async def counts(self) -> dict[str, int]:
-        """Queued (due or held) and retrying events, and dead letters."""
+        """Queued (due or held) and retrying events, dead letters, and those the cap dropped."""
         queued = int(await self.redis.hlen(self.entries))
         retrying = 0
         for payload in (await self.redis.hvals(self.entries)) if queued < 10_000 else []:
@@ -215,6 +261,9 @@ class DeliveryQueue:
             "queued": queued,
             "retrying": retrying,
             "dead_lettered": int(await self.redis.xlen(self.dead)),
+            "dead_letters_dropped": int(
+                await self.redis.hget(self.dropped, self.dropped_field) or 0
+            ),
         }
 
 

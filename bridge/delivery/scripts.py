@@ -64,16 +64,60 @@ local function queue(read, ack)
 end
 """
 
+_FEEDER = """
+-- Whether `token` still holds the feeder lease kept in the hash `feeder` (holder, until, fence).
+local function holds(feeder, token)
+  return redis.call('hget', feeder, 'holder') == token
+end
+"""
+
 FEED = (
     _HELPERS
     + _QUEUE
+    + _FEEDER
     + """
--- ARGV: group, now ms, held prefix, consumer, count, 'all' when every event is wanted.
--- This consumer's pending entries first (a crash left them, or they were claimed from a
--- dead replica), else new ones. 'all' queues them here, and reads new ones with NOACK:
--- they are queued in the same step, so they need no pending entry to survive a crash.
--- Otherwise they go back packed (id, feed, course, event each) for the caller to route,
--- and stay pending until then.
+-- KEYS: outbox, entries, blocked, due, feeder, sinks seen.
+-- ARGV: group, now ms, held prefix, consumer, count, 'all' when every event is wanted,
+--   owner (this replica), lease ms.
+-- One replica at a time feeds a sink: it holds the feeder lease (renewed by each call,
+-- taken over once `until` has passed) and reads as the group's one consumer, so entries
+-- a dead feeder read but never queued are the next holder's pending entries, read again
+-- before anything newer. A new holder first takes over what consumers of another name
+-- left pending, and forgets those consumers.
+-- Then: this consumer's pending entries first, else new ones. 'all' queues them here,
+-- and reads new ones with NOACK: they are queued in the same step, so they need no
+-- pending entry to survive a crash. Otherwise they go back packed (id, feed, course,
+-- event each) for the caller to route, and stay pending until `ROUTE` settles them.
+-- Returns {-1} while another replica feeds, else {read, token[, lengths, bytes]}.
+local now, owner = tonumber(ARGV[2]), ARGV[7] .. '/'
+redis.call('hset', KEYS[6], ARGV[1], ARGV[2])
+local f = redis.call('hmget', KEYS[5], 'holder', 'until')
+local token = f[1]
+local mine = token and string.sub(token, 1, #owner) == owner
+if token and not mine and now < tonumber(f[2] or '0') then return {-1} end
+if not mine then
+  token = owner .. redis.call('hincrby', KEYS[5], 'fence', 1)
+  local others = false
+  local summary = redis.call('xpending', KEYS[1], ARGV[1])
+  for _, c in ipairs(summary[4] or {}) do
+    if c[1] ~= ARGV[4] then others = true end
+  end
+  if others then
+    local cursor = '0-0'
+    repeat
+      cursor = redis.call('xautoclaim', KEYS[1], ARGV[1], ARGV[4], 0, cursor,
+        'COUNT', 1000, 'JUSTID')[1]
+    until cursor == '0-0'
+  end
+  for _, c in ipairs(redis.call('xinfo', 'consumers', KEYS[1], ARGV[1])) do
+    local info = {}
+    for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+    if info.name ~= ARGV[4] and tonumber(info.pending) == 0 then
+      redis.call('xgroup', 'delconsumer', KEYS[1], ARGV[1], info.name)
+    end
+  end
+end
+redis.call('hset', KEYS[5], 'holder', token, 'until', now + tonumber(ARGV[8]))
 local take_all = ARGV[6] == 'all'
 local function read(start, noack)
   local reply
@@ -93,7 +137,7 @@ local entries, pending = read('0', false), true
 if #entries == 0 then entries, pending = read('>', take_all), false end
 if take_all then
   queue(entries, pending)
-  return {#entries}
+  return {#entries, token}
 end
 local values = {}
 for _, entry in ipairs(entries) do
@@ -104,15 +148,22 @@ for _, entry in ipairs(entries) do
   end
 end
 local packed = pack(values)
-return {#entries, packed[1], packed[2]}
+return {#entries, token, packed[1], packed[2]}
 """
 )
 
 ROUTE = (
     _HELPERS
     + _QUEUE
+    + _FEEDER
     + """
--- ARGV: group, now ms, held prefix, ids to queue, ids to acknowledge only (space-separated).
+-- KEYS: outbox, entries, blocked, due, feeder.
+-- ARGV: group, now ms, held prefix, ids to queue, ids to acknowledge only (space-separated),
+--   the feeder token they were read under.
+-- Nothing happens unless the token still holds the feeder lease: a replica that lost it
+-- meanwhile must not queue entries its successor may have queued already, or after
+-- newer ones. Returns 1 when queued, 0 when fenced.
+if not holds(KEYS[5], ARGV[6]) then return 0 end
 local wanted, unwanted = {}, {}
 for id in string.gmatch(ARGV[4], '%S+') do
   local found = redis.call('xrange', KEYS[1], id, id)[1]
@@ -121,6 +172,15 @@ end
 queue(wanted, true)
 for id in string.gmatch(ARGV[5], '%S+') do unwanted[#unwanted + 1] = id end
 call_many({'xack', KEYS[1], ARGV[1]}, unwanted)
+return 1
+"""
+)
+
+RELEASE = (
+    _FEEDER
+    + """
+-- KEYS: feeder. ARGV: token. Lets another replica take the feeder lease at once.
+if holds(KEYS[1], ARGV[1]) then redis.call('hset', KEYS[1], 'until', 0) end
 return 1
 """
 )
@@ -152,9 +212,19 @@ return pack(values)
 )
 
 SETTLE = """
--- KEYS: due, entries, blocked, dead letters. ARGV: id, subject, held key, dead entry, now ms.
-if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
-if ARGV[4] ~= '' then redis.call('xadd', KEYS[4], '*', 'entry', ARGV[4]) end
+-- KEYS: due, entries, blocked, dead letters, dropped counts.
+-- ARGV: id, subject, held key, dead entry, now ms, most dead letters kept ('': no cap),
+--   the dropped count's field.
+-- Returns {1 if settled, dead letters dropped to stay within the cap (oldest first)}.
+if not redis.call('zscore', KEYS[1], ARGV[1]) then return {0, 0} end
+local dropped = 0
+if ARGV[4] ~= '' then
+  redis.call('xadd', KEYS[4], '*', 'entry', ARGV[4])
+  if ARGV[6] ~= '' then
+    dropped = redis.call('xtrim', KEYS[4], 'MAXLEN', ARGV[6])
+    if dropped > 0 then redis.call('hincrby', KEYS[5], ARGV[7], dropped) end
+  end
+end
 redis.call('zrem', KEYS[1], ARGV[1])
 redis.call('hdel', KEYS[2], ARGV[1])
 local nxt = redis.call('lpop', ARGV[3])
@@ -164,7 +234,7 @@ if nxt then
 else
   redis.call('hdel', KEYS[3], ARGV[2])
 end
-return 1
+return {1, dropped}
 """
 
 SETTLE_MANY = (

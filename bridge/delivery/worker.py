@@ -17,15 +17,13 @@ from redis.exceptions import ResponseError
 from bridge import clock, metrics
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S, Circuit, next_delay_s
-from bridge.delivery.queue import DeliveryQueue, Queued
+from bridge.delivery.queue import DeliveryQueue, OutboxEntry, Queued
 from bridge.ratelimit import TokenBucket
 from bridge.routes import Route, sinks_for
 from bridge.sinks.base import BatchSink, Delivery, Sink, SinkError
 
 log = structlog.get_logger(__name__)
 
-#: How often a worker looks for outbox entries a dead replica left unqueued.
-_CLAIM_EVERY_S = 5.0
 #: Events a sink that takes batches is handed at a time.
 MAX_BATCH = 500
 
@@ -53,8 +51,9 @@ class SinkWorker:
         max_batch: int = MAX_BATCH,
         rate_limit_per_s: float | None = None,
         hide_s: float = 60.0,
-        claim_idle_s: float = 60.0,
+        feed_lease_s: float = 10.0,
         batch: int = 1000,
+        max_dead_letters: int | None = None,
         circuit: Circuit | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -66,15 +65,16 @@ class SinkWorker:
         self.max_in_flight = max_in_flight
         self.max_batch = max_batch
         self.hide_ms = int(hide_s * 1000)
-        self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.feed_lease_ms = int(feed_lease_s * 1000)
         self.batch = batch
         self.circuit = circuit or Circuit()
         self.bucket = TokenBucket(rate_limit_per_s) if rate_limit_per_s else None
         self.rng = rng or random.Random()
-        self.queue = DeliveryQueue(redis, prefix, sink.name)
+        self.queue = DeliveryQueue(redis, prefix, sink.name, max_dead_letters=max_dead_letters)
         self.delivered = 0
         self.failed = 0
-        self._claimed_at = float("-inf")
+        #: The feeder lease's token while this replica feeds the sink.
+        self._feeding: str | None = None
         #: Events claimed and not yet settled, over all lanes (per-event sinks).
         self._sending = 0
         # A paced sink takes its events one by one, each when the rate limit lets it.
@@ -117,31 +117,50 @@ class SinkWorker:
     # -- outbox -> queue ------------------------------------------------------------------
 
     async def feed_once(self) -> int:
-        """Move a batch of outbox entries into the queue (those routed here) or past it."""
-        if clock.monotonic() - self._claimed_at >= _CLAIM_EVERY_S:
-            # Entries another replica read but never queued (it died in between).
-            self._claimed_at = clock.monotonic()
-            await self.redis.xautoclaim(
-                self.queue.outbox,
-                self.queue.group,
-                self.consumer,
-                self.claim_idle_ms,
-                start_id="0-0",
-                count=self.batch,
-            )
-        read, entries = await self.queue.feed(
-            self.consumer, self.batch, _now_ms(), take_all=self._takes_all
+        """Move a batch of outbox entries into the queue (those routed here) or past it.
+
+        Only the replica holding the sink's feeder lease feeds; the others read
+        nothing (0) until it stops renewing the lease. Routing happens here, between
+        the read and the queueing; a replica that loses the lease in between queues
+        nothing, and its successor reads those entries again before newer ones.
+        """
+        fed = await self.queue.feed(
+            self.consumer, self.batch, _now_ms(), self.feed_lease_ms, take_all=self._takes_all
         )
-        if entries:
-            wanted: list[str] = []
-            unwanted: list[str] = []
-            for entry in entries:
-                routed = entry.event and self.sink.name in sinks_for(
-                    self.routes, _load(entry.event), feed=entry.feed, course_id=entry.course_id
-                )
-                (wanted if routed else unwanted).append(entry.id)
-            await self.queue.route(wanted, unwanted, _now_ms())
-        return read
+        if fed.token != self._feeding:
+            log.info("delivery.feeder", sink=self.sink.name, feeding=fed.token is not None)
+            self._feeding = fed.token
+        if fed.token is None or not fed.entries:
+            return fed.read
+        wanted: list[str] = []
+        unwanted: list[str] = []
+        for entry in fed.entries:
+            (wanted if self._routed_here(entry) else unwanted).append(entry.id)
+        if not await self.queue.route(fed.token, wanted, unwanted, _now_ms()):
+            log.warning("delivery.feeder_lost", sink=self.sink.name, entries=len(fed.entries))
+            self._feeding = None
+            return 0
+        return fed.read
+
+    def _routed_here(self, entry: OutboxEntry) -> bool:
+        """Whether an entry goes to this sink; one whose event cannot be read is queued, so
+        it ends in the dead letters with its error rather than stopping the feed."""
+        if not entry.event:
+            return False
+        try:
+            event = _load(entry.event)
+            return self.sink.name in sinks_for(
+                self.routes, event, feed=entry.feed, course_id=entry.course_id
+            )
+        except Exception as e:  # hostile data must not stop the feed: keep it visible instead
+            log.error("delivery.unroutable", sink=self.sink.name, entry=entry.id, error=repr(e))
+            return True
+
+    async def release(self) -> None:
+        """Let another replica feed the sink at once (on a clean stop)."""
+        if self._feeding is not None:
+            await self.queue.release(self._feeding)
+            self._feeding = None
 
     # -- queue -> sink --------------------------------------------------------------------
 
@@ -174,10 +193,11 @@ class SinkWorker:
                 if probing:
                     self.circuit.abandon_probe()  # nothing to probe with: try again next time
                 return 0
-            deliveries = [Delivery(_load(q.event), q.event, q.feed, q.course_id) for q in claimed]
+            prepared = [self._prepare(q) for q in claimed]
+            deliveries = [d for d in prepared if isinstance(d, Delivery)]
             self._in_flight.inc(len(deliveries))
             try:
-                outcomes = await self._send(deliveries)
+                sent_outcomes = iter(await self._send(deliveries))
             finally:
                 self._in_flight.dec(len(deliveries))
         except BaseException:
@@ -185,12 +205,13 @@ class SinkWorker:
                 self.circuit.abandon_probe()  # an error elsewhere (Redis) is no verdict on the sink
             raise
         sent: list[Queued] = []
-        for q, delivery, error in zip(claimed, deliveries, outcomes, strict=True):
+        for q, ready in zip(claimed, prepared, strict=True):
+            error = next(sent_outcomes) if isinstance(ready, Delivery) else ready
             if error is None:
                 self.circuit.succeeded()
                 sent.append(q)
             else:
-                await self._failed(q, delivery, error)
+                await self._failed(q, error)
         self._circuit_open.set(int(self.circuit.is_open))
         now_ms = _now_ms()
         await self.queue.delivered_many(sent, now_ms)
@@ -202,27 +223,51 @@ class SinkWorker:
             log.debug("delivery.sent", sink=self.sink.name, events=len(sent))
         return len(sent)
 
+    def _prepare(self, q: Queued) -> Delivery | SinkError:
+        """The delivery of a queued event, or the error that makes it a failed try."""
+        try:
+            return Delivery(_load(q.event), q.event, q.feed, q.course_id)
+        except ValueError as e:  # a queued event that is not JSON fails alone, on the schedule
+            return SinkError(self.sink.name, f"the queued event is not JSON: {e}")
+
     async def _send(self, deliveries: list[Delivery]) -> list[SinkError | None]:
-        """One outcome per delivery: in one batch when the sink takes batches, else concurrently."""
-        if self._batches is not None:
-            try:
-                return await self._batches.send_many(deliveries)
-            except SinkError as e:
-                return [e] * len(deliveries)
-        return await asyncio.gather(*(self._send_one(d) for d in deliveries))
+        """One outcome per delivery: in one batch when the sink takes batches, else concurrently.
+
+        Whatever the sink raises is that delivery's failed try (the whole batch's, for
+        a batch): a bug or a template error must not end the sink's loop.
+        """
+        if not deliveries:
+            return []
+        if self._batches is None:
+            return await asyncio.gather(*(self._send_one(d) for d in deliveries))
+        try:
+            outcomes = list(await self._batches.send_many(deliveries))
+        except Exception as e:
+            return [self._as_failure(e)] * len(deliveries)
+        if len(outcomes) != len(deliveries):
+            wrong = f"send_many gave {len(outcomes)} outcomes for {len(deliveries)} events"
+            return [self._as_failure(RuntimeError(wrong))] * len(deliveries)
+        return outcomes
 
     async def _send_one(self, delivery: Delivery) -> SinkError | None:
         if self.bucket is not None:
             await self.bucket.acquire()
         try:
             await self.sink.send(delivery)
-        except SinkError as e:
-            return e
+        except Exception as e:
+            return self._as_failure(e)
         return None
 
-    async def _failed(self, q: Queued, delivery: Delivery, error: SinkError) -> None:
+    def _as_failure(self, error: Exception) -> SinkError:
+        """A SinkError as it is; anything else raised by a sink as a failed try naming it."""
+        if isinstance(error, SinkError):
+            return error
+        metrics.SINK_EXCEPTIONS.labels(self.sink.name, type(error).__name__).inc()
+        return SinkError(self.sink.name, f"raised {type(error).__name__}: {error}")
+
+    async def _failed(self, q: Queued, error: SinkError) -> None:
         self.failed += 1
-        event_id = delivery.event.get("id")
+        event_id = _event_id(q)
         if error.gone:
             metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "gone").inc()
             metrics.SINK_DISABLED.labels(self.sink.name).set(1)
@@ -244,7 +289,7 @@ class SinkWorker:
         )
         if delay is None:
             metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "dead_lettered").inc()
-            await self.queue.dead_letter(q, format_rfc3339(clock.now()), _now_ms())
+            _, dropped = await self.queue.dead_letter(q, format_rfc3339(clock.now()), _now_ms())
             log.error(
                 "delivery.dead_lettered",
                 sink=self.sink.name,
@@ -253,6 +298,14 @@ class SinkWorker:
                 attempts=q.attempts,
                 error=str(error),
             )
+            if dropped:
+                metrics.DEAD_LETTERS_DROPPED.labels(self.sink.name).inc(dropped)
+                log.warning(
+                    "delivery.dead_letters_dropped",
+                    sink=self.sink.name,
+                    dropped=dropped,
+                    max_dead_letters=self.queue.max_dead_letters,
+                )
             return
         metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "retry").inc()
         await self.queue.retry_at(q, _now_ms() + int(delay * 1000))
@@ -292,6 +345,14 @@ def _now_ms() -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _event_id(q: Queued) -> str | None:
+    """The CloudEvent id of a queued event, for logs (None when it cannot be read)."""
+    try:
+        return str(_load(q.event).get("id"))
+    except (ValueError, AttributeError):
+        return None
 
 
 def _load(text: str) -> dict[str, Any]:
