@@ -81,6 +81,41 @@ class Receiver:
         return [str(e["id"]) for e in self.accepted]
 
 
+@dataclass
+class Recorder:
+    """Answers 200 to anything, any method and path, and records what it received.
+
+    Stands where a redirect points, to show that nothing is ever sent there.
+    """
+
+    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        """Listen on a free loopback port; returns the base URL (no trailing slash)."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append((request.method, request.path_qs, headers, await request.read()))
+        return web.Response(status=200, text='"a-token-from-elsewhere"')
+
+
 async def settle(
     step: Callable[[], Awaitable[int]], done: Callable[[], bool], timeout_s: float = 20
 ) -> None:

@@ -8,6 +8,7 @@ import json
 import secrets
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from structlog.testing import capture_logs
@@ -242,6 +243,54 @@ async def test_a_body_template_shapes_the_payload(redis: aioredis.Redis, tmp_pat
     await put_events(store, sample_events(2, subjects=2))
     await settle(lambda: _run(worker), lambda: len(received) == 2)
     assert received[0] == b'{"employee": "Ada Lovelace", "result": "InProgress"}'
+    assert receiver.problems == []
+    await sink.close()
+    await receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("expression", "error"),
+    [
+        ("current.score + current.fullName", "TypeError"),
+        ("current.nothing", "UndefinedError"),
+        ("event.__class__.__mro__", "SecurityError"),
+    ],
+)
+async def test_a_template_error_is_a_failed_try_naming_file_and_line(
+    redis: aioredis.Redis, tmp_path: Any, expression: str, error: str
+) -> None:
+    """A template that raises for some events (a type error, an undefined name, a sandbox
+    violation) fails those tries, naming the file and the line, until they are dead letters;
+    every other event still arrives and the sink goes on."""
+    keys = [_secret()]
+    template = tmp_path / "hris.json.j2"
+    template.write_text(
+        '{"employee": {{ current.fullName | tojson }},\n'
+        f' "score": {{{{ ({expression}) if event.status == "Complete" else current.score }}}}}}\n'
+    )
+    received: list[bytes] = []
+
+    async def keep(_n: int, request: web.Request) -> int:
+        received.append(await request.read())
+        return 200
+
+    receiver = Receiver(secrets=keys, behaviour=keep)
+    sink = _sink(await receiver.start(), keys, template=str(template))
+    worker, store = await _worker(redis, sink, schedule=(0, 0.01, 0.01))
+    events = sample_events(12, subjects=4)
+    broken = [e["id"] for e in events if e["status"] == "Complete"]
+    assert 0 < len(broken) < len(events)
+    await put_events(store, events)
+    await settle(
+        lambda: _run(worker),
+        lambda: receiver.requests == len(events) - len(broken) and worker.failed == 3 * len(broken),
+    )
+    letters = await worker.queue.dead_letters()
+    assert sorted(json.loads(lt.queued.event)["id"] for lt in letters) == sorted(broken)
+    for letter in letters:
+        assert f"the template {template}, line 2 failed" in (letter.queued.error or "")
+        assert error in (letter.queued.error or "")
+    assert [json.loads(body)["score"] for body in received] == [90] * len(received)
     assert receiver.problems == []
     await sink.close()
     await receiver.stop()

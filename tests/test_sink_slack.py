@@ -29,8 +29,10 @@ from bridge.sinks.slack import SlackSink
 from bridge.store import Store
 from tests.conftest import free_port
 from tests.engine import put_events, sample_events, settle_worker, sink_worker, statuses_by_subject
+from tests.receivers import Recorder
 
 FAST = (0, 0.05, 0.05, 0.05, 0.05, 0.05)
+REDIRECTS = (301, 302, 303, 307, 308)
 #: The secret part of an incoming-webhook URL: whoever has it can post.
 HOOK_PATH = f"/services/T0TESTTEAM/B0TESTHOOK/{secrets.token_hex(12)}"
 
@@ -38,14 +40,15 @@ HOOK_PATH = f"/services/T0TESTTEAM/B0TESTHOOK/{secrets.token_hex(12)}"
 class FakeSlack:
     """Stands in for hooks.slack.com over TLS: records posts, takes `per_s` a second, else 429.
 
-    `answers` are given (status, body) to the first requests, before the normal behaviour.
+    `answers` are given (status, body) or (status, body, headers) to the first requests,
+    before the normal behaviour.
     """
 
     def __init__(self, tls: ssl.SSLContext, *, per_s: float = 1.0) -> None:
         self.tls = tls
         # A little slack: the sender's pacing and the network do not keep exact time.
         self.min_interval_s = 0.9 / per_s
-        self.answers: list[tuple[int, str]] = []
+        self.answers: list[tuple[int, str] | tuple[int, str, dict[str, str]]] = []
         self.accepted: list[dict[str, Any]] = []
         self.accepted_at: list[float] = []
         self.throttled_at: list[float] = []
@@ -75,8 +78,8 @@ class FakeSlack:
     async def _hook(self, request: web.Request) -> web.Response:
         self.requests += 1
         if self.answers:
-            status, body = self.answers.pop(0)
-            return web.Response(status=status, text=body)
+            status, body, *headers = self.answers.pop(0)
+            return web.Response(status=status, text=body, headers=headers[0] if headers else None)
         now = asyncio.get_running_loop().time()
         if self.accepted_at and now - self.accepted_at[-1] < self.min_interval_s:
             self.throttled_at.append(now)
@@ -250,17 +253,25 @@ async def test_a_template_is_used_for_its_status_then_its_change(
 async def test_a_broken_template_is_a_sink_error(
     slack: FakeSlack, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    """An undefined name, a type error, a payload not JSON: SinkError, nothing posted."""
+    """An undefined name, a type error, a sandbox violation, a payload not JSON: SinkError
+    naming the file and the line, nothing posted."""
     undefined = tmp_path / "undefined.j2"
     undefined.write_text('{"text": "{{ nobody }}"}')
     not_json = tmp_path / "not-json.j2"
     not_json.write_text("{{ learner }} completed")
     typed = tmp_path / "typed.j2"
-    typed.write_text('{"text": "{{ score + learner }}"}')
+    typed.write_text('{\n"text": "{{ score + learner }}"}')
+    unsafe = tmp_path / "unsafe.j2"
+    unsafe.write_text('{"text": {{ event.__class__.__mro__ | string | tojson }}}')
     url = await slack.start()
     event = _events(("InProgress", "Complete", 1))[0]
     delivery = Delivery(event, json.dumps(event), "f", "c1")
-    for path, problem in ((undefined, "nobody"), (not_json, "not JSON"), (typed, "failed")):
+    for path, problem in (
+        (undefined, f"{undefined}, line 1 failed .*UndefinedError: 'nobody' is undefined"),
+        (not_json, "not JSON"),
+        (typed, f"{typed}, line 2 failed .*TypeError"),
+        (unsafe, f"{unsafe}, line 1 failed .*SecurityError"),
+    ):
         sink = _sink(url, session, templates={"default": str(path)})
         with pytest.raises(SinkError, match=problem):
             await sink.send(delivery)
@@ -337,3 +348,27 @@ async def test_the_webhook_url_never_appears_in_logs_or_errors(
     assert errors
     assert not [text for text in errors if secret in text or HOOK_PATH in text]
     assert any("***" in text for text in errors)  # the echoed URL was masked, not dropped
+
+
+async def test_a_redirect_is_never_followed(
+    redis: aioredis.Redis, slack: FakeSlack, session: aiohttp.ClientSession
+) -> None:
+    """301, 302, 303, 307 and 308 in turn: each a failed try naming the Location (the
+    webhook's secret path masked), nothing sent there, then the message reaches the webhook."""
+    elsewhere = Recorder()
+    other = await elsewhere.start()
+    slack.answers = [(status, "", {"Location": other + HOOK_PATH}) for status in REDIRECTS]
+    sink = _sink(await slack.start(), session)
+    worker, store = await _worker(redis, sink, rate_limit_per_s=None)
+    await put_events(store, sample_events(1))
+    with capture_logs() as logs:
+        await _settle(worker, lambda: worker.delivered == 1)
+    await elsewhere.stop()
+    assert elsewhere.requests == []
+    assert slack.requests == len(REDIRECTS) + 1
+    assert len(slack.accepted) == 1
+    retried = [e["error"] for e in logs if e["event"] == "delivery.retrying"]
+    assert len(retried) == len(REDIRECTS)
+    for status, error in zip(REDIRECTS, retried, strict=True):
+        assert f"HTTP {status} redirecting to {other}***" in error
+        assert HOOK_PATH not in error

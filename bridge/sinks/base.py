@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from bridge.errors import BridgeError
+from bridge.redaction import excerpt
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,15 @@ class SinkError(BridgeError):
         self.sink = sink
         self.retry_after_s = retry_after_s
         self.gone = gone
+
+
+def redirected(status: int, location: str | None, secrets: list[str]) -> str:
+    """The error of a redirect, which is never followed: where it pointed, secrets masked."""
+    where = excerpt(location, secrets) if location else "nowhere (no Location header)"
+    return (
+        f"the receiver answered HTTP {status} redirecting to {where}; redirects are not "
+        "followed, so set the sink's URL to where the receiver wants the events"
+    )
 
 
 class Sink(Protocol):

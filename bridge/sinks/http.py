@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -13,7 +11,8 @@ from yarl import URL
 from bridge import __version__, clock
 from bridge.config import HttpSinkConfig
 from bridge.retry import parse_retry_after
-from bridge.sinks.base import Delivery, SinkError
+from bridge.sinks import templates
+from bridge.sinks.base import Delivery, SinkError, redirected
 from bridge.sinks.signing import Signer
 
 STRUCTURED = "application/cloudevents+json"
@@ -30,11 +29,12 @@ class HttpSink:
         self._session = session
         self._owns_session = session is None
         self._signer = Signer(s.get_secret_value() for s in config.signing_secrets())
-        self._template: Any = None
+        self._template: templates.BodyTemplate | None = None
         # Built once: parsing the URL and making a timeout per request is measurable.
         self._url = URL(config.url)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._headers = {**config.headers, **_auth_header(config)}
+        self._secrets = _secrets(config)
 
     async def start(self) -> None:
         """Open the HTTP session and load the body template, if any."""
@@ -49,7 +49,7 @@ class HttpSink:
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         if self.config.template is not None and self._template is None:
-            self._template = _load_template(self.name, self.config.template)
+            self._template = templates.load(self.name, self.config.template)
 
     async def close(self) -> None:
         """Close the session if the sink opened it."""
@@ -61,7 +61,10 @@ class HttpSink:
         """The body and headers of one attempt (signed with this attempt's timestamp)."""
         headers: dict[str, str] = {}
         if self._template is not None:
-            text = _render(self.name, self._template, delivery.event)
+            event = delivery.event
+            data = event.get("data") or {}
+            current = data.get("current") or {}
+            text = self._template.render(delivery.id, event=event, current=current, data=data)
             headers["Content-Type"] = "application/json"
         elif self.config.mode == "binary":
             event = delivery.event
@@ -88,11 +91,14 @@ class HttpSink:
         assert self._session is not None
         body, headers = self.request(delivery)
         try:
+            # Never followed: aiohttp would re-send the event as a body-less GET to the
+            # Location and call that delivered, and the signed body belongs to this URL only.
             async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout
+                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as reply:
                 status = reply.status
                 retry_after = reply.headers.get("Retry-After")
+                location = reply.headers.get("Location")
                 await reply.read()
         except TimeoutError:
             raise SinkError(self.name, f"no answer within {self.config.timeout_s:g}s") from None
@@ -102,6 +108,8 @@ class HttpSink:
             return
         if status == 410:
             raise SinkError(self.name, "the receiver answered 410 Gone", gone=True)
+        if 300 <= status < 400:
+            raise SinkError(self.name, redirected(status, location, self._secrets))
         wait = parse_retry_after(retry_after, clock.now())
         raise SinkError(self.name, f"the receiver answered HTTP {status}", retry_after_s=wait)
 
@@ -117,29 +125,13 @@ def _auth_header(config: HttpSinkConfig) -> dict[str, str]:
     return {}
 
 
-def _load_template(sink: str, path: Path) -> Any:
-    try:
-        import jinja2
-    except ImportError:
-        raise SinkError(
-            sink, "body templates need Jinja2: pip install 'absorb-bridge[templates]'"
-        ) from None
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    environment.filters["tojson"] = lambda value: json.dumps(value)
-    try:
-        return environment.from_string(path.read_text(encoding="utf-8"))
-    except (OSError, jinja2.TemplateError) as e:
-        raise SinkError(sink, f"template {path}: {e}") from None
-
-
-def _render(sink: str, template: Any, event: dict[str, Any]) -> str:
-    import jinja2
-
-    data = event.get("data") or {}
-    try:
-        text: str = template.render(event=event, current=data.get("current") or {}, data=data)
-    except jinja2.TemplateError as e:
-        raise SinkError(
-            sink, f"the body template failed for event {event.get('id')}: {e}"
-        ) from None
-    return text
+def _secrets(config: HttpSinkConfig) -> list[str]:
+    """What a receiver might echo back in a Location: the credentials this sink sends."""
+    found = [s.get_secret_value() for s in config.signing_secrets()]
+    if config.bearer_token is not None:
+        found.append(config.bearer_token.get_secret_value())
+    if config.basic_auth is not None:
+        found.append(config.basic_auth.password.get_secret_value())
+    url = URL(config.url)
+    found += [url.password or "", *(str(v) for v in url.query.values())]
+    return [s for s in found if s]

@@ -12,9 +12,10 @@ keys present is used:
 
 A template sees `event` (the CloudEvent), `learner`, `course`, `score` (None when
 there is none), `change`, `status`, `previous_status` and `summary` (the default
-line); undefined names are errors, and `tojson` quotes a value for JSON. When the
-rendered payload has no `text`, the default line is added: Slack shows it in
-notifications.
+line); undefined names are errors, and `tojson` quotes a value for JSON. Templates
+run in Jinja2's sandbox, and an error while rendering is a failed try naming the
+file and the line. When the rendered payload has no `text`, the default line is
+added: Slack shows it in notifications.
 
 Slack takes about one message a second per webhook and answers 429 beyond it:
 the daemon paces the sink at `rate_limit_per_s` (1 by default) and a 429's
@@ -36,7 +37,8 @@ from bridge.absorb.timefmt import parse_datetime
 from bridge.config import SlackSinkConfig
 from bridge.redaction import excerpt, mask
 from bridge.retry import parse_retry_after
-from bridge.sinks.base import Delivery, SinkError
+from bridge.sinks import templates
+from bridge.sinks.base import Delivery, SinkError, redirected
 
 TIMEOUT_S = 15.0
 #: How long a 429 without `Retry-After` postpones the event: Slack's one message a second.
@@ -67,7 +69,7 @@ class SlackSink:
         self._secrets = [self._url, urlsplit(self._url).path]
         self._session = session
         self._owns_session = session is None
-        self._templates: dict[str, Any] | None = None
+        self._templates: dict[str, templates.BodyTemplate] | None = None
 
     async def start(self) -> None:
         """Open the HTTP session and load the templates, if any."""
@@ -101,11 +103,13 @@ class SlackSink:
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         headers = {"Content-Type": "application/json"}
         try:
+            # Never followed: the message goes to the configured webhook or nowhere.
             async with self._session.post(
-                self._url, data=body, headers=headers, timeout=timeout
+                self._url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as reply:
                 status = reply.status
                 retry_after = reply.headers.get("Retry-After")
+                location = reply.headers.get("Location")
                 answer = (await reply.read()).decode("utf-8", "replace").strip()
         except TimeoutError:
             raise SinkError(self.name, f"Slack did not answer within {TIMEOUT_S:g}s") from None
@@ -115,6 +119,8 @@ class SlackSink:
             raise SinkError(self.name, f"cannot reach Slack: {reason}") from None
         if status == 200:
             return
+        if 300 <= status < 400:
+            raise SinkError(self.name, redirected(status, location, self._secrets))
         said = excerpt(answer, self._secrets)
         if status == 429:
             wait = parse_retry_after(retry_after, clock.now())
@@ -202,40 +208,26 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _pick(templates: dict[str, Any], facts: dict[str, Any]) -> Any:
+def _pick(
+    loaded: dict[str, templates.BodyTemplate], facts: dict[str, Any]
+) -> templates.BodyTemplate | None:
     for key in (facts["status"], facts["change"], "default"):
-        if key and key in templates:
-            return templates[key]
+        if key and key in loaded:
+            return loaded[key]
     return None
 
 
-def _load_templates(sink: str, paths: dict[str, Path]) -> dict[str, Any]:
-    try:
-        import jinja2
-    except ImportError:
-        raise SinkError(
-            sink, "message templates need Jinja2: pip install 'absorb-bridge[templates]'"
-        ) from None
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    environment.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=False)
-    loaded = {}
-    for key, path in paths.items():
-        try:
-            loaded[key] = environment.from_string(path.read_text(encoding="utf-8"))
-        except (OSError, jinja2.TemplateError) as e:
-            raise SinkError(sink, f"template {key} ({path}): {e}") from None
-    return loaded
+def _load_templates(sink: str, paths: dict[str, Path]) -> dict[str, templates.BodyTemplate]:
+    def tojson(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    return {key: templates.load(sink, path, tojson=tojson) for key, path in paths.items()}
 
 
 def _render(
-    sink: str, template: Any, event: dict[str, Any], facts: dict[str, Any]
+    sink: str, template: templates.BodyTemplate, event: dict[str, Any], facts: dict[str, Any]
 ) -> dict[str, Any]:
-    try:
-        text = template.render(event=event, **facts)
-    except Exception as e:  # a template is the user's code: any error it raises is theirs
-        raise SinkError(
-            sink, f"the message template failed for event {event.get('id')}: {e}"
-        ) from None
+    text = template.render(event.get("id"), event=event, **facts)
     try:
         message = json.loads(text)
     except ValueError as e:
