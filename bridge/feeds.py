@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import structlog
 from pydantic import TypeAdapter, ValidationError
 
+from bridge import metrics
 from bridge.absorb.client import AbsorbClient, describe_invalid
 from bridge.absorb.models import (
     Attempt,
@@ -22,6 +24,8 @@ from bridge.absorb.paths import Op
 from bridge.diff import Observation
 from bridge.errors import BridgeError
 from bridge.snapshots import Kind
+
+log = structlog.get_logger(__name__)
 
 Resource = Literal[
     "course_enrollments", "lesson_enrollments", "session_enrollments", "user_enrollments"
@@ -123,11 +127,27 @@ def static_scopes(feed: FeedSpec) -> list[Scope] | None:
 
 
 async def discover_scopes(feed: FeedSpec, client: AbsorbClient) -> list[Scope]:
-    """Every scope of the feed, asking Absorb for its courses when the feed names none."""
+    """Every scope of the feed, asking Absorb for its courses when the feed names none.
+
+    A malformed course (wrong types, no usable id) is logged, counted and skipped;
+    the others are discovered. A course listed twice is one scope.
+    """
     known = static_scopes(feed)
     if known is not None:
         return known
-    return [course_scope(feed, course.id) async for course in client.list_courses()]
+
+    def skipped(error: str) -> None:
+        metrics.QUARANTINED_RECORDS.labels(feed.name, "course").inc()
+        log.warning("discovery.course_skipped", feed=feed.name, error=error)
+
+    found: dict[str, Scope] = {}
+    async for course in client.list_courses(on_invalid=skipped):
+        course_id = usable_id(course.id)
+        if course_id is None:
+            skipped(f"GET /courses: course id {_shown(course.id)} is empty or not valid text")
+        elif course_id not in found:
+            found[course_id] = course_scope(feed, course.id)
+    return list(found.values())
 
 
 _VALIDATORS: dict[Kind, TypeAdapter[dict[str, Any]]] = {

@@ -81,3 +81,15 @@ SINK_GROUPS_DROPPED = _counter(
     "Outbox consumer groups dropped because no replica fed their sink within the grace period.",
     ("sink",),
 )
+
+
+UNKNOWN_STATUSES = _counter(
+    "unknown_statuses",
+    "Records read with a status outside Absorb's documented enum, by feed and number.",
+    ("feed", "status"),
+)
+QUARANTINED_RECORDS = _counter(
+    "quarantined_records",
+    "Records (and drill-downs) put in quarantine, by feed and category.",
+    ("feed", "category"),
+)

@@ -8,6 +8,13 @@ moves T to the newest `dateEdited` it has committed, skipping the records it
 has already handled at exactly T. Only when a whole page shares one timestamp
 does it step through that group by offset, and then it reads the group again
 until a pass finds nothing new, so an edit during the walk cannot hide a record.
+
+Records Absorb should not send are handled one by one, never by failing a page:
+a `dateEdited` ahead of Absorb's clock (a 9999-12-31 sentinel) moves the watermark
+no further than Absorb's "now" plus the lookback, and one before 1970 not at all; of
+two copies of one id in a page the later wins; a record that cannot be read goes
+to quarantine, and a full sweep counts it as present; a drill-down that fails is
+kept in quarantine as pending and tried again on the scope's next sweeps.
 """
 
 from __future__ import annotations
@@ -21,19 +28,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zlib import crc32
 
-import orjson
 import structlog
 
-from bridge import clock, keys
+from bridge import clock, keys, metrics
 from bridge.absorb.client import AbsorbClient, RawPage
 from bridge.absorb.filters import Filter
 from bridge.absorb.filters import field as f
-from bridge.absorb.models import parse_timestamp
+from bridge.absorb.models import Status, parse_timestamp
 from bridge.absorb.paths import Op
 from bridge.absorb.timefmt import format_datetime, format_rfc3339
 from bridge.diff import Change, Diff, Observation, diff, removed
-from bridge.events import cloud_event
-from bridge.feeds import Scope, Unreadable, observe
+from bridge.errors import (
+    AbsorbRequestError,
+    AbsorbResponseError,
+    AbsorbUnavailableError,
+)
+from bridge.events import cloud_event, encode
+from bridge.feeds import Scope, Unreadable, observe, usable_id
 from bridge.snapshots import (
     Kind,
     Snapshot,
@@ -59,6 +70,17 @@ _SCAN_BUCKETS = 100
 _DETAIL_BUCKETS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
+#: Quarantine keys of pending drill-downs: `<scope>|drill-down:<enrollment id>`.
+_DRILL_DOWN = "drill-down:"
+#: What makes a drill-down pending rather than failing its scope's sweep.
+_DRILL_FAILURES = (
+    AbsorbRequestError,
+    AbsorbResponseError,
+    AbsorbUnavailableError,
+    Unreadable,
+    UnicodeError,
+)
+_KNOWN_STATUSES = frozenset(int(s) for s in Status)
 
 
 @dataclass
@@ -83,6 +105,19 @@ class _Batch:
 
     newest: datetime | None
     at_newest: set[str]
+
+
+@dataclass(frozen=True)
+class _DrillDown:
+    """A course enrollment's drill-down: whose, and since when its details are new."""
+
+    parent_id: str
+    user_id: str
+    course_id: str
+    #: The enrollment's `dateEdited` when it was last drilled into (None: never).
+    since: datetime | None
+    #: Its `dateEdited` now: the event time of details that carry none.
+    time: datetime | None
 
 
 @dataclass
@@ -147,6 +182,11 @@ class _Run:
         self.buckets = 0
         self.baseline_done = False
         self.quarantine_keys: set[str] = set()
+        #: Drill-downs that failed before and wait for another try, by enrollment id.
+        self.drill_downs: dict[str, _DrillDown] = {}
+        #: Records a full sweep met without a usable id (it then reports no removal).
+        self.unplaced = 0
+        self.horizon_us = 0
         self._pending: asyncio.Future[None] | None = None
         prefix, feed, scope_key = self.store.prefix, self.feed.name, scope.key
         self._buckets = keys.snapshot_buckets(prefix, feed, scope_key)
@@ -158,15 +198,19 @@ class _Run:
         self.baseline_done = state.get("baseline") == "done"
         watermark = int(state.get("watermark", "0"))
         prefix = f"{self.scope.key}|"
-        self.quarantine_keys = {
-            k for k in await self.store.quarantined(self.feed.name) if k.startswith(prefix)
-        }
+        quarantined = await self.store.quarantined(self.feed.name)
+        self.quarantine_keys = {k for k in quarantined if k.startswith(prefix)}
+        self.drill_downs = _pending_drill_downs(quarantined, prefix + _DRILL_DOWN)
+        self._move_horizon()
         lower = None
         if watermark and not self.full:
-            lower = from_us(watermark) - timedelta(seconds=self.feed.lookback_s)
+            # A watermark stored ahead of Absorb's clock would hide every later change.
+            newest = min(watermark, self.horizon_us)
+            lower = from_us(newest) - timedelta(seconds=self.feed.lookback_s)
         try:
             await self._walk(_Cursor(lower))
             await self._settle()
+            await self._retry_drill_downs()
         except asyncio.CancelledError:
             await self._abandon(wait=False)
             raise
@@ -231,6 +275,15 @@ class _Run:
             if not found:
                 return
 
+    def _move_horizon(self) -> None:
+        """How far a watermark may go: Absorb's "now" (else the bridge's) plus the lookback.
+
+        Within that, the next sweep, which reads from the watermark less the lookback,
+        still starts no later than Absorb's time of this one.
+        """
+        now = getattr(self.s.client.transport, "absorb_now", None) or clock.now()
+        self.horizon_us = to_us(now) + int(self.feed.lookback_s * 1_000_000)
+
     async def _page(self, cursor: _Cursor) -> RawPage:
         condition = None if cursor.lower is None else f("dateEdited").ge(cursor.lower)
         return await self._request(condition, cursor.offset)
@@ -250,6 +303,7 @@ class _Run:
         finally:
             await pages.aclose()
         self.result.pages += 1
+        self._move_horizon()
         if not self.buckets:
             self.buckets = buckets_for(page.total_items)
         return page
@@ -275,6 +329,7 @@ class _Run:
         sweeps that is nearly all of them.
         """
         quarantine: dict[str, str] = {}
+        batch = self._later_copies(batch)
         ids = [_rid(raw) for raw in batch]
         stored = await self._snapshots_of_ids(ids)
         edited: dict[str, int] = {}
@@ -293,20 +348,50 @@ class _Run:
         for obs in seen:
             edited[obs.id] = to_us(obs.date_edited) if obs.date_edited is not None else 0
         if self.full:  # only a full sweep looks for what it did not see
-            self.seen.update(edited)
+            # Present but unreadable is still present: never report it removed.
+            self.seen.update(rid for rid in ids if rid is not None)
+            self.unplaced += ids.count(None)
         self.result.records += len(batch)
-        newest_us = max(edited.values(), default=0)
+        # A date before 1970 places nothing (it is a default, not an edit).
+        newest_us = max((us for us in edited.values() if us > 0), default=0)
         newest = from_us(newest_us) if newest_us else None
         at_newest = {rid for rid, us in edited.items() if us == newest_us and us}
         if newest is not None and len(edited) < len(batch):
             # An unreadable record at the newest time is handled too (it is in quarantine).
             at_newest |= {i for r in batch if (i := _rid(r)) is not None and _edited(r) == newest}
         watermark_us = min(newest_us, to_us(cap)) if cap is not None and newest_us else newest_us
+        if watermark_us > self.horizon_us:
+            log.warning(
+                "sweep.future_date_edited",
+                feed=self.feed.name,
+                scope=self.scope.key,
+                date_edited=format_rfc3339(from_us(watermark_us)),
+                watermark=format_rfc3339(from_us(self.horizon_us)),
+            )
+            watermark_us = self.horizon_us
         commit = self._new_commit(quarantine, watermark_us)
         await self._diff_into(commit, seen, {o.id: stored.get(o.id) for o in seen})
         await self._settle()
         self._pending = asyncio.ensure_future(self._apply(commit, seen, quarantine, watermark_us))
         return _Batch(newest, at_newest)
+
+    def _later_copies(self, batch: list[object]) -> list[object]:
+        """The batch with one record per id: of two copies in one page, the later wins.
+
+        Absorb sorts by `dateEdited,id`, so the later copy is the newer edit; diffing
+        both would write one snapshot twice in one commit.
+        """
+        last = {rid: n for n, raw in enumerate(batch) if (rid := _rid(raw)) is not None}
+        if len(last) == sum(1 for raw in batch if _rid(raw) is not None):
+            return batch
+        kept = [raw for n, raw in enumerate(batch) if (rid := _rid(raw)) is None or last[rid] == n]
+        log.warning(
+            "sweep.duplicate_ids",
+            feed=self.feed.name,
+            scope=self.scope.key,
+            dropped=len(batch) - len(kept),
+        )
+        return kept
 
     def _new_commit(self, quarantine: dict[str, str], watermark_us: int) -> Commit:
         commit = Commit(quarantine=dict(quarantine), state={"buckets": str(self.buckets)})
@@ -369,12 +454,12 @@ class _Run:
         kind: Kind,
         raws: Iterable[tuple[Any, bytes | None]],
         quarantine: dict[str, str],
-        parent: Observation | None = None,
+        parent: _DrillDown | None = None,
     ) -> list[Observation]:
         """Read raw records (each with its digest, if known); the unreadable go to `quarantine`."""
         seen: list[Observation] = []
         course = parent.course_id if parent else self.scope.course_id
-        when = parent.date_edited if parent else None
+        when = parent.time if parent else None
         for raw, hashed in raws:
             try:
                 seen.append(
@@ -383,6 +468,7 @@ class _Run:
             except Unreadable as e:
                 qkey = f"{self.scope.key}|{e.record_id or _fingerprint(raw)}"
                 quarantine[qkey] = _quarantine_entry(raw, str(e), self.scope, kind)
+                metrics.QUARANTINED_RECORDS.labels(self.feed.name, e.category).inc()
                 log.warning(
                     "sweep.quarantined",
                     feed=self.feed.name,
@@ -393,6 +479,8 @@ class _Run:
                 )
         for obs in seen:
             self._clear_quarantine(obs.id, quarantine)
+            if obs.status is not None and obs.status not in _KNOWN_STATUSES:
+                metrics.UNKNOWN_STATUSES.labels(self.feed.name, str(obs.status)).inc()
         return seen
 
     def _clear_quarantine(self, rid: str, quarantine: dict[str, str]) -> None:
@@ -421,17 +509,20 @@ class _Run:
             stored = await self._snapshots(seen, details=False)
         for obs in seen:
             previous = stored[obs.id]
+            before = _unpack(previous)
             outcome = diff(
-                _unpack(previous),
+                before,
                 obs,
                 emit_created=emit_created,
                 progress_events=self.feed.progress_events,
+                horizon=from_us(self.horizon_us),
             )
             self._add(commit, obs, previous, outcome, details=False)
             if outcome.snapshot is not None and obs.kind == Kind.course_enrollment:
                 self.result.changed += 1
-                if self.feed.details and self.baseline_done:
-                    await self._drill_down(commit, obs, _unpack(previous))
+                task = self._drill_down_of(obs, before)
+                if task is not None and self.feed.details and self.baseline_done:
+                    await self._drill_down(commit, task)
 
     def _add(
         self,
@@ -463,7 +554,7 @@ class _Run:
             type=event["type"],
             feed=self.feed.name,
             course_id=course or "",
-            json=orjson.dumps(event),
+            json=encode(event),
         )
 
     async def _snapshots(
@@ -484,32 +575,83 @@ class _Run:
 
     # -- drill-down -----------------------------------------------------------------------------
 
-    async def _drill_down(
-        self, commit: Commit, parent: Observation, before: Snapshot | None
-    ) -> None:
-        """Fetch and diff the lessons, chapters and attempts of a course enrollment that changed."""
-        user, course = parent.raw.get("userId"), parent.course_id
-        if not isinstance(user, str) or not course:
+    def _drill_down_of(self, parent: Observation, before: Snapshot | None) -> _DrillDown | None:
+        """What drilling into a changed enrollment needs; None when it names no user or course.
+
+        A drill-down still pending from an earlier sweep keeps its older `since`, so
+        details changed since that earlier edit are still announced.
+        """
+        user, course = usable_id(parent.raw.get("userId")), usable_id(parent.course_id)
+        if user is None or course is None:
+            return None
+        pending = self.drill_downs.get(parent.id)
+        since = pending.since if pending is not None else (before.date_edited if before else None)
+        return _DrillDown(parent.id, user, course, since, parent.date_edited)
+
+    async def _drill_down(self, commit: Commit, task: _DrillDown) -> None:
+        """Drill into one enrollment; if Absorb's replies fail, mark it pending instead.
+
+        A drill-down lands whole or not at all: a failed one writes nothing but its
+        pending mark (in quarantine, with the error), and the enrollment's own change
+        is committed as usual.
+        """
+        qkey = f"{self.scope.key}|{_DRILL_DOWN}{task.parent_id}"
+        part = Commit()
+        try:
+            await self._drill_into(part, task)
+        except _DRILL_FAILURES as e:
+            commit.quarantine[qkey] = _drill_down_entry(task, str(e), self.scope)
+            self.quarantine_keys.add(qkey)
+            metrics.QUARANTINED_RECORDS.labels(self.feed.name, "drill_down").inc()
+            log.warning(
+                "sweep.drill_down_pending",
+                feed=self.feed.name,
+                scope=self.scope.key,
+                record=task.parent_id,
+                error=str(e),
+            )
             return
-        since = before.date_edited if before else None
-        ids = {"user_id": user, "course_id": course}
+        commit.snapshots += part.snapshots
+        commit.events += part.events
+        commit.quarantine.update(part.quarantine)
+        self.drill_downs.pop(task.parent_id, None)
+        if qkey in self.quarantine_keys:
+            commit.quarantine[qkey] = ""
+            self.quarantine_keys.discard(qkey)
+
+    async def _retry_drill_downs(self) -> None:
+        """Try again every drill-down of the scope still pending after this sweep's pages."""
+        if not (self.feed.details and self.baseline_done):
+            return
+        for task in list(self.drill_downs.values()):
+            commit = Commit()
+            await self._drill_down(commit, task)
+            await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
+            self.result.events += len(commit.events)
+            for event in commit.events:
+                self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
+
+    async def _drill_into(self, commit: Commit, task: _DrillDown) -> None:
+        """Fetch and diff the lessons, chapters and attempts of a course enrollment that changed."""
+        ids = {"user_id": task.user_id, "course_id": task.course_id}
+        since = task.since
         found: list[Observation] = []
         if "lessons" in self.feed.details or "attempts" in self.feed.details:
             # modifiedSince is exclusive on some tenants: ask from just before the last edit.
             params = {"modifiedSince": format_datetime(since - _TICK) if since else None}
             raws = await self._raw_list(Op.LIST_USER_LESSON_ENROLLMENTS, ids, params)
             found += self._observe_all(
-                Kind.lesson_enrollment, _unhashed(raws), commit.quarantine, parent
+                Kind.lesson_enrollment, _unhashed(raws), commit.quarantine, task
             )
         if "chapters" in self.feed.details:
             raws = await self._raw_list(Op.LIST_CHAPTER_ENROLLMENTS, ids, {})
             found += self._observe_all(
-                Kind.chapter_enrollment, _unhashed(raws), commit.quarantine, parent
+                Kind.chapter_enrollment, _unhashed(raws), commit.quarantine, task
             )
         stored = await self._snapshots(found, details=True)
         attempts_of: list[Observation] = []
         for obs in found:
-            outcome = self._diff_detail(obs, stored[obs.id], before)
+            outcome = self._diff_detail(obs, stored[obs.id], since)
             self._add(commit, obs, stored[obs.id], outcome, details=True)
             if (
                 "attempts" in self.feed.details
@@ -518,27 +660,20 @@ class _Run:
                 and obs.raw.get("attempts")
             ):
                 attempts_of.append(obs)
-        await self._attempts(commit, parent, attempts_of, before)
+        await self._attempts(commit, task, attempts_of)
 
-    async def _attempts(
-        self,
-        commit: Commit,
-        parent: Observation,
-        lessons: list[Observation],
-        before: Snapshot | None,
-    ) -> None:
-        user, course = str(parent.raw.get("userId")), parent.course_id or ""
+    async def _attempts(self, commit: Commit, task: _DrillDown, lessons: list[Observation]) -> None:
         found: list[Observation] = []
         for lesson in lessons:
-            lesson_id = lesson.raw.get("lessonId")
-            if not isinstance(lesson_id, str):
+            lesson_id = usable_id(lesson.raw.get("lessonId"))
+            if lesson_id is None:
                 continue
-            ids = {"user_id": user, "course_id": course, "lesson_id": lesson_id}
+            ids = {"user_id": task.user_id, "course_id": task.course_id, "lesson_id": lesson_id}
             raws = await self._raw_list(Op.LIST_LESSON_ATTEMPTS, ids, {})
-            found += self._observe_all(Kind.attempt, _unhashed(raws), commit.quarantine, parent)
+            found += self._observe_all(Kind.attempt, _unhashed(raws), commit.quarantine, task)
         stored = await self._snapshots(found, details=True)
         for obs in found:
-            outcome = self._diff_detail(obs, stored[obs.id], before)
+            outcome = self._diff_detail(obs, stored[obs.id], task.since)
             self._add(commit, obs, stored[obs.id], outcome, details=True)
 
     async def _raw_list(
@@ -546,24 +681,38 @@ class _Run:
     ) -> list[Any]:
         data = await self.s.client.transport.request(op, ids=ids, params=params)
         if not isinstance(data, list):
-            raise Unreadable(f"{op.route}: expected a JSON array", None)
+            shown = "an empty body" if data is None else f"a JSON {type(data).__name__}"
+            raise Unreadable(f"{op.route}: expected a JSON array, got {shown}", None)
         return data
 
-    def _diff_detail(
-        self, obs: Observation, stored: bytes | None, parent_before: Snapshot | None
-    ) -> Diff:
+    def _diff_detail(self, obs: Observation, stored: bytes | None, since: datetime | None) -> Diff:
         # A lesson the bridge never saw, last touched before the parent's previous edit,
         # is history: record it silently rather than announce it as new.
-        old = parent_before.date_edited if parent_before else None
-        fresh = old is None or (obs.time is not None and obs.time > old)
+        fresh = since is None or (obs.time is not None and obs.time > since)
         return diff(
-            _unpack(stored), obs, emit_created=fresh, progress_events=self.feed.progress_events
+            _unpack(stored),
+            obs,
+            emit_created=fresh,
+            progress_events=self.feed.progress_events,
+            horizon=from_us(self.horizon_us),
         )
 
     # -- reconciliation -------------------------------------------------------------------------
 
     async def _find_removed(self) -> None:
-        """After a full sweep: snapshots of records the sweep did not see are `removed`."""
+        """After a full sweep: snapshots of records the sweep did not see are `removed`.
+
+        A record without a usable id may be any of them, so when the sweep met one it
+        reports no removal this time rather than a false one.
+        """
+        if self.unplaced:
+            log.warning(
+                "sweep.removals_not_reported",
+                feed=self.feed.name,
+                scope=self.scope.key,
+                records_without_id=self.unplaced,
+            )
+            return
         kind = int(self.scope.kind)
         for first in range(0, self.buckets, _SCAN_BUCKETS):
             numbers = range(first, min(self.buckets, first + _SCAN_BUCKETS))
@@ -585,6 +734,9 @@ class _Run:
         for rid, value, snap in gone:
             commit.snapshots.append(SnapshotWrite(key, field_key(rid), value, b""))
             commit.events.append(self._event(removed(snap.kind, rid, snap)))
+            pending = f"{self.scope.key}|{_DRILL_DOWN}{rid}"
+            if pending in self.quarantine_keys:
+                commit.quarantine[pending] = ""
         await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
         self.result.removed += len(gone)
         self.result.events += len(gone)
@@ -601,8 +753,7 @@ def _unpack(value: bytes | None) -> Snapshot | None:
 
 
 def _rid(raw: object) -> str | None:
-    value = raw.get("id") if isinstance(raw, dict) else None
-    return value.lower() if isinstance(value, str) else None
+    return usable_id(raw.get("id")) if isinstance(raw, dict) else None
 
 
 def _edited(raw: object) -> datetime | None:
@@ -620,6 +771,7 @@ def _fingerprint(raw: object) -> str:
 
 
 def _quarantine_entry(raw: object, error: str, scope: Scope, kind: Kind) -> str:
+    # json, not orjson: it writes lone surrogates, NaN and huge integers back as they came.
     return json.dumps(
         {
             "scope": scope.key,
@@ -629,3 +781,47 @@ def _quarantine_entry(raw: object, error: str, scope: Scope, kind: Kind) -> str:
             "at": format_rfc3339(clock.now()),
         }
     )
+
+
+def _drill_down_entry(task: _DrillDown, error: str, scope: Scope) -> str:
+    pending = {
+        "id": task.parent_id,
+        "userId": task.user_id,
+        "courseId": task.course_id,
+        "since": format_rfc3339(task.since) if task.since else None,
+        "time": format_rfc3339(task.time) if task.time else None,
+    }
+    return json.dumps(
+        {
+            "scope": scope.key,
+            "kind": "drill_down",
+            "raw": json.dumps(pending),
+            "error": f"drill-down pending, tried again on the next sweep: {error}",
+            "at": format_rfc3339(clock.now()),
+        }
+    )
+
+
+def _pending_drill_downs(quarantined: dict[str, str], prefix: str) -> dict[str, _DrillDown]:
+    """The drill-downs a scope left pending, read back from their quarantine entries."""
+    found: dict[str, _DrillDown] = {}
+    for key, value in quarantined.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            pending = json.loads(json.loads(value)["raw"])
+            task = _DrillDown(
+                parent_id=pending["id"],
+                user_id=pending["userId"],
+                course_id=pending["courseId"],
+                since=_moment(pending.get("since")),
+                time=_moment(pending.get("time")),
+            )
+        except (ValueError, KeyError, TypeError):
+            continue  # not written by this version: the next change drills down again
+        found[task.parent_id] = task
+    return found
+
+
+def _moment(text: str | None) -> datetime | None:
+    return parse_timestamp(text) if text else None

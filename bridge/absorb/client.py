@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from bridge.absorb import timefmt
@@ -32,6 +33,7 @@ from bridge.errors import AbsorbPagingError, AbsorbResponseError
 from bridge.redaction import excerpt
 
 M = TypeVar("M", bound=BaseModel)
+log = structlog.get_logger(__name__)
 
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 1000
@@ -189,13 +191,31 @@ class AbsorbClient:
 
     # -- courses ------------------------------------------------------------------------
 
-    def list_courses(
-        self, *, filter: str | None = None, sort: str | None = None
+    async def list_courses(
+        self,
+        *,
+        filter: str | None = None,
+        sort: str | None = None,
+        on_invalid: Callable[[str], None] | None = None,
     ) -> AsyncIterator[Course]:
-        """Every course the admin may see (`GET /courses`)."""
-        return self._items(
-            Op.LIST_COURSES, "courses", Course, None, {"_filter": filter, "_sort": sort}
-        )
+        """Every course the admin may see (`GET /courses`).
+
+        A course that does not fit the model is skipped, never the list: it is passed
+        to `on_invalid` (with where it was and why), or logged when none is given.
+        """
+        op, params = Op.LIST_COURSES, {"_filter": filter, "_sort": sort}
+        endpoint = _endpoint(op, None)
+        secrets = self.transport.secrets()
+        async for page in self.pages(op, "courses", None, params):
+            for i, item in enumerate(page.items):
+                where = f"{endpoint} [page {page.offset}, item {i}]"
+                try:
+                    yield parse_model(Course, item, where, secrets)
+                except AbsorbResponseError as e:
+                    if on_invalid is None:
+                        log.warning("absorb.course_skipped", error=str(e))
+                    else:
+                        on_invalid(str(e))
 
     # -- session enrollments ------------------------------------------------------------
 

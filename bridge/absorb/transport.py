@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -112,6 +114,8 @@ class AbsorbTransport:
         self.retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._seen_tokens: list[str] = []
+        #: Absorb's clock: the `Date` header of its latest reply (None before any reply).
+        self.absorb_now: datetime | None = None
 
     async def close(self) -> None:
         """Close the HTTP session if the transport made it."""
@@ -253,6 +257,7 @@ class AbsorbTransport:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+                self.absorb_now = _date(resp.headers.get("Date")) or self.absorb_now
         except TimeoutError:
             raise _Retryable(f"no reply within {self.timeout_s:g}s") from None
         except aiohttp.ClientConnectorError as e:
@@ -291,6 +296,14 @@ class AbsorbTransport:
             if method == "GET":
                 raise _Retryable(message, status=status, malformed=True) from None
             raise AbsorbResponseError(endpoint, message, status=status) from None
+
+
+def _date(header: str | None) -> datetime | None:
+    try:
+        sent = email.utils.parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
+    return sent if sent is not None and sent.tzinfo is not None else None
 
 
 def _text(raw: bytes) -> str:

@@ -45,10 +45,15 @@ class AbsorbApi:
         self.tenant = sim.tenant
 
     def bind(self, method: Endpoint) -> Callable[[web.Request], Any]:
-        async def handle(request: web.Request) -> web.Response:
-            result = method(self, request)
-            if hasattr(result, "__await__"):
-                result = await result
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                result = method(self, request)
+                if hasattr(result, "__await__"):
+                    result = await result
+            except _Reply as reply:
+                return reply.response
+            if isinstance(result, web.StreamResponse):
+                return result
             return json_response(result)
 
         return handle
@@ -175,10 +180,7 @@ class AbsorbApi:
     # -- chapter enrollments ------------------------------------------------------------
 
     def list_chapter_enrollments(self, request: web.Request) -> Any:
-        m = request.match_info
-        return self._array(
-            request, self.tenant.active_enrollment(m["user_id"], m["course_id"]).chapters
-        )
+        return self._array(request, self._drilled(request).chapters)
 
     def get_chapter_enrollment(self, request: web.Request) -> Any:
         m = request.match_info
@@ -280,11 +282,20 @@ class AbsorbApi:
             raise SimError(404, f"Lesson {m['lesson_id']} is not in chapter {m['chapter_id']}.")
         return le.to_json()
 
-    def list_user_lesson_enrollments(self, request: web.Request) -> Any:
+    def _drilled(self, request: web.Request) -> CourseEnrollmentRec:
+        """The enrollment a drill-down list is of; its forced fault, if any, is played here."""
         m = request.match_info
-        return self._array(
-            request, self.tenant.active_enrollment(m["user_id"], m["course_id"]).lessons
-        )
+        ce = self.tenant.active_enrollment(m["user_id"], m["course_id"])
+        if ce.drill_down_fault == "404":
+            raise SimError(404, f"User {m['user_id']} was not found.")
+        if ce.drill_down_fault == "not_array":
+            raise _Reply(json_response({"message": "An error has occurred.", "items": None}))
+        if ce.drill_down_fault == "empty":
+            raise _Reply(web.Response(status=200, content_type="application/json"))
+        return ce
+
+    def list_user_lesson_enrollments(self, request: web.Request) -> Any:
+        return self._array(request, self._drilled(request).lessons)
 
     def get_user_lesson_enrollment(self, request: web.Request) -> Any:
         m = request.match_info
@@ -302,6 +313,7 @@ class AbsorbApi:
 
     def list_lesson_attempts(self, request: web.Request) -> Any:
         m = request.match_info
+        self._drilled(request)
         le = self.tenant.lesson_enrollment(m["user_id"], m["course_id"], m["lesson_id"])
         return [a.to_json() for a in le.attempt_list]
 
@@ -369,6 +381,14 @@ class AbsorbApi:
         if token is None:
             raise SimError(401, "Invalid credentials.")
         return token
+
+
+class _Reply(Exception):
+    """A reply other than the endpoint's JSON, raised from deep inside a handler."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__("reply")
+        self.response = response
 
 
 def _flag(request: web.Request, key: str) -> bool:

@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bridge.absorb.timefmt import format_datetime, parse_datetime
+from bridge.simulator.records import DRILL_DOWN_FAULTS, CourseEnrollmentRec, RawJson
 from bridge.simulator.server import Simulator, json_response
 from bridge.simulator.tenant import Record, SimError
 
@@ -26,6 +27,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     app.router.add_get("/_sim/records/{id}", c.get_record)
     app.router.add_patch("/_sim/records/{id}", c.patch_record)
     app.router.add_delete("/_sim/records/{id}", c.delete_record)
+    app.router.add_patch("/_sim/courses/{id}", c.patch_course)
     app.router.add_get("/_sim/changes", c.changes)
     app.router.add_get("/_sim/statuses", c.statuses)
     app.router.add_put("/_sim/activity", c.set_activity)
@@ -138,15 +140,20 @@ class Control:
         return json_response(self._record(request).to_json())
 
     async def patch_record(self, request: web.Request) -> web.Response:
-        """Set fields: `{"set": {...}}` edits and stamps; `{"raw": {...}}` forces JSON values.
+        """Set fields: `{"set": {...}}` edits and stamps; `raw` and `raw_json` force JSON values.
 
         `set` takes status, progress, score, dateCompleted, isActive and dateEdited
         (without dateEdited the record is stamped now). `raw` values replace fields
-        in the rendered JSON as they are, which plays a malformed record; `{"raw": null}`
-        clears them.
+        in the rendered JSON as they are, which plays a malformed record; `raw_json`
+        values are JSON texts written into the reply verbatim (`"1e39"`,
+        `"\\"Ada \\\\ud83d\\""`); `{"raw": null}` clears both. `drill_down` makes a
+        course enrollment's lesson, chapter and attempt lists answer `not_array`,
+        `empty` or `404` (null: as they should).
         """
         rec = self._record(request)
         body = await self._body(request)
+        if "drill_down" in body:
+            self._set_drill_down_fault(rec, body["drill_down"])
         fields = body.get("set") or {}
         unknown = set(fields) - _SETTABLE_FIELDS
         if unknown:
@@ -157,10 +164,28 @@ class Control:
             self._apply(rec, fields)
         except (SimError, TypeError, ValueError) as e:
             raise web.HTTPBadRequest(text=str(e)) from None
-        if "raw" in body:
-            rec.overrides = body["raw"] or None
+        if "raw" in body or "raw_json" in body:
+            rec.overrides = _overrides(body, rec.overrides)
             self.sim.tenant.touch_record(rec)
         return json_response(rec.to_json())
+
+    def _set_drill_down_fault(self, rec: Record, fault: Any) -> None:
+        if not isinstance(rec, CourseEnrollmentRec):
+            raise web.HTTPBadRequest(text="only course enrollments have drill-down lists")
+        if fault is not None and fault not in DRILL_DOWN_FAULTS:
+            raise web.HTTPBadRequest(
+                text=f"drill_down must be null or one of {', '.join(DRILL_DOWN_FAULTS)}"
+            )
+        rec.drill_down_fault = fault
+
+    async def patch_course(self, request: web.Request) -> web.Response:
+        """Force JSON values into a course of `GET /courses` (`raw`, `raw_json`, as for records)."""
+        course = self.sim.tenant.courses.get(request.match_info["id"].lower())
+        if course is None:
+            raise web.HTTPNotFound(text=f"no course {request.match_info['id']}")
+        course.overrides = _overrides(await self._body(request), course.overrides)
+        self.sim.tenant.touch("courses")
+        return json_response(course.to_json())
 
     def _apply(self, rec: Record, fields: dict[str, Any]) -> None:
         t = self.sim.tenant
@@ -219,3 +244,20 @@ class Control:
         for _ in range(int(body.get("steps", 1))):
             self.sim.activity.step()
         return json_response({"changes": self.sim.tenant.last_change_seq - before})
+
+
+def _overrides(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The forced values after a patch: `raw` values as they are, `raw_json` texts verbatim.
+
+    `{"raw": null}` clears every forced value first.
+    """
+    if "raw" in body and body["raw"] is None:
+        current = None
+    raw, texts = body.get("raw") or {}, body.get("raw_json") or {}
+    if not isinstance(raw, dict) or not isinstance(texts, dict):
+        raise web.HTTPBadRequest(text="raw and raw_json must be JSON objects (or raw null)")
+    bad = [name for name, text in texts.items() if not isinstance(text, str)]
+    if bad:
+        raise web.HTTPBadRequest(text=f"raw_json values must be JSON text strings: {bad}")
+    merged = {**(current or {}), **raw, **{name: RawJson(t) for name, t in texts.items()}}
+    return merged or None

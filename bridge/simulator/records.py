@@ -9,6 +9,20 @@ from typing import Any
 from bridge.absorb.timefmt import format_datetime, format_timespan, ticks
 from bridge.simulator.odata import FieldSpec
 
+#: How a course enrollment's lesson, chapter and attempt lists can be made to fail.
+DRILL_DOWN_FAULTS = ("not_array", "empty", "404")
+
+
+@dataclass(frozen=True, slots=True)
+class RawJson:
+    """JSON text a test forced into a reply, written verbatim (see `server.json_response`).
+
+    Python values cannot hold everything Absorb may send (a lone surrogate escape
+    as written, 1e39 as written, a number with 30 digits), so the text is spliced in.
+    """
+
+    text: str
+
 
 def _ts(value: datetime | None) -> str | None:
     # Absorb's timestamps come without a zone (UTC meant) and with seven digits.
@@ -68,6 +82,8 @@ class Course:
     requires_approval: bool = False
     chapters: list[Chapter] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
+    #: Raw values a test forced into the JSON (to play a malformed course).
+    overrides: dict[str, Any] | None = None
 
     @property
     def lessons(self) -> list[Lesson]:
@@ -76,12 +92,13 @@ class Course:
 
     def to_json(self) -> dict[str, Any]:
         """The course as `GET /courses` lists it."""
-        return {
+        body = {
             "id": self.id,
             "name": self.name,
             "courseType": self.course_type,
             "dateEdited": _ts(self.date_edited),
         }
+        return {**body, **self.overrides} if self.overrides else body
 
 
 @dataclass(slots=True, eq=False)
@@ -114,6 +131,9 @@ class CourseEnrollmentRec:
     sessions: list[SessionEnrollmentRec] = field(default_factory=list)
     #: Raw values a test forced into the JSON (to play a malformed record).
     overrides: dict[str, Any] | None = None
+    #: How this enrollment's drill-down lists answer: None (as Absorb should),
+    #: "not_array", "empty" or "404" (see `DRILL_DOWN_FAULTS`).
+    drill_down_fault: str | None = None
 
     @property
     def user_id(self) -> str:

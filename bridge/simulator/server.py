@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +21,7 @@ from bridge.simulator.auth import Auth
 from bridge.simulator.faults import Faults
 from bridge.simulator.generate import TenantSpec, generate
 from bridge.simulator.queries import QueryCache
-from bridge.simulator.records import User
+from bridge.simulator.records import RawJson, User
 from bridge.simulator.simclock import SimClock
 from bridge.simulator.tenant import SimError, Tenant
 
@@ -88,9 +90,14 @@ class Simulator:
         app = web.Application(middlewares=[self._middleware])
         api.add_routes(app, self)
         control.add_routes(app, self)
+        app.on_response_prepare.append(self._stamp_date)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+    async def _stamp_date(self, _request: web.Request, response: web.StreamResponse) -> None:
+        # Absorb's clock, as a client learns it: the simulated time, not this machine's.
+        response.headers["Date"] = format_http_date(self.clock.now())
 
     async def _on_startup(self, _app: web.Application) -> None:
         self._activity_task = asyncio.create_task(self.activity.run(), name="sim-activity")
@@ -161,10 +168,30 @@ class Simulator:
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    """A compact JSON reply, as Absorb sends."""
-    return web.Response(
-        status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json"
-    )
+    """A compact JSON reply, as Absorb sends; `RawJson` values are written as their text."""
+    return web.Response(status=status, text=dumps(data), content_type="application/json")
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON of `data`, with the text of every `RawJson` in it spliced in verbatim."""
+    spliced: list[str] = []
+
+    def placeholder(value: Any) -> str:
+        if not isinstance(value, RawJson):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        spliced.append(value.text)
+        return f"\x00raw{len(spliced) - 1}\x00"
+
+    text = json.dumps(data, separators=(",", ":"), default=placeholder)
+    for n, raw in enumerate(spliced):
+        # json.dumps writes the placeholder's NULs as \u0000: the quoted form is unique.
+        text = text.replace(f'"\\u0000raw{n}\\u0000"', raw, 1)
+    return text
+
+
+def format_http_date(moment: datetime) -> str:
+    """An HTTP `Date` header value (RFC 9110's IMF-fixdate) for `moment`."""
+    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
