@@ -8,14 +8,15 @@ watermark moved in one step, and only while the caller still holds the lease.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bridge import keys
+from bridge import clock, keys, metrics
 from bridge.packing import LUA_SPLIT, pack, unpack
 
 # A page's snapshots and events travel packed (`bridge.packing`), and so do the bucket
@@ -24,11 +25,14 @@ from bridge.packing import LUA_SPLIT, pack, unpack
 _COMMIT = (
     LUA_SPLIT
     + """
--- KEYS: lease, outbox, scope state, quarantine.
+-- KEYS: lease, outbox, scope state, quarantine, quarantine order, dropped counts.
 -- ARGV: token, watermark, maxlen, bucket keys (lengths, bytes),
 --   snapshots: per write 4 lengths (bucket index, field, expected, new) and their bytes,
 --   events: per event 6 lengths (id, subject, type, feed, course, json) and their bytes,
---   quarantine count, quarantine (key, value) pairs, then (field, value) pairs of scope state.
+--   quarantine count, most quarantined kept ('': no cap), now ms, the dropped count's
+--   field, quarantine (key, value) pairs, then (field, value) pairs of scope state.
+-- Returns {0, quarantined records dropped to keep within the cap}, {1} when fenced,
+-- {2, n} when snapshot n changed.
 if ARGV[1] ~= '' and redis.call('get', KEYS[1]) ~= ARGV[1] then return {1} end
 local buckets = split(ARGV[4], ARGV[5])
 local snap = split(ARGV[6], ARGV[7])
@@ -54,21 +58,40 @@ for n = 1, #ev, 6 do
       'feed', ev[n + 3], 'course', ev[n + 4], 'event', ev[n + 5])
   end
 end
-local i = 11
+local i = 14
 for n = 1, tonumber(ARGV[10]) do
   if ARGV[i + 1] == '' then
     redis.call('hdel', KEYS[4], ARGV[i])
+    redis.call('zrem', KEYS[5], ARGV[i])
   else
     redis.call('hset', KEYS[4], ARGV[i], ARGV[i + 1])
+    redis.call('zadd', KEYS[5], ARGV[12], ARGV[i])
   end
   i = i + 2
+end
+-- Over the cap, the records quarantined longest ago go first.
+local dropped = 0
+if ARGV[10] ~= '0' and ARGV[11] ~= '' then
+  local over = redis.call('hlen', KEYS[4]) - tonumber(ARGV[11])
+  if over > 0 then
+    if redis.call('zcard', KEYS[5]) < redis.call('hlen', KEYS[4]) then
+      -- quarantined before their order was kept: the oldest of all
+      for _, key in ipairs(redis.call('hkeys', KEYS[4])) do
+        redis.call('zadd', KEYS[5], 'NX', 0, key)
+      end
+    end
+    local oldest = redis.call('zpopmin', KEYS[5], over)
+    for n = 1, #oldest, 2 do redis.call('hdel', KEYS[4], oldest[n]) end
+    dropped = #oldest / 2
+    redis.call('hincrby', KEYS[6], ARGV[13], dropped)
+  end
 end
 if ARGV[2] ~= '' then
   local old = tonumber(redis.call('hget', KEYS[3], 'watermark') or '0')
   if tonumber(ARGV[2]) > old then redis.call('hset', KEYS[3], 'watermark', ARGV[2]) end
 end
 for n = i, #ARGV, 2 do redis.call('hset', KEYS[3], ARGV[n], ARGV[n + 1]) end
-return {0}
+return {0, dropped}
 """
 )
 
@@ -160,13 +183,37 @@ class Commit:
     state: dict[str, str] = field(default_factory=dict)
 
 
-class Store:
-    """Redis access for the engine; every key comes from `bridge.keys`."""
+#: A sink's consumer group unfed this long is warned about, at most this often.
+_STALE_WARN_AFTER_S = 600.0
+_STALE_WARN_EVERY_S = 3600.0
 
-    def __init__(self, redis: Redis, prefix: str, *, outbox_maxlen: int | None = None) -> None:
+log = structlog.get_logger(__name__)
+
+
+class Store:
+    """Redis access for the engine; every key comes from `bridge.keys`.
+
+    `max_quarantined` caps each feed's quarantine (the oldest go first);
+    `removed_sink_grace_s` is how long the outbox keeps entries for a sink no
+    replica feeds any more before its consumer group is dropped.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        outbox_maxlen: int | None = None,
+        max_quarantined: int | None = None,
+        removed_sink_grace_s: float = 7 * 86400.0,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.outbox_maxlen = outbox_maxlen
+        self.max_quarantined = max_quarantined
+        self.removed_sink_grace_s = removed_sink_grace_s
+        #: When each stale consumer group was last warned about (monotonic seconds).
+        self._warned: dict[str, float] = {}
         self._commit = redis.register_script(_COMMIT)
         self._read = redis.register_script(_READ)
         self._acquire = redis.register_script(_ACQUIRE)
@@ -243,6 +290,9 @@ class Store:
             *pack(snapshots),
             *pack(events),
             len(commit.quarantine),
+            "" if self.max_quarantined is None else str(self.max_quarantined),
+            int(clock.now().timestamp() * 1000),
+            f"quarantine:{feed}",
         ]
         for qkey, qvalue in commit.quarantine.items():
             args += [qkey, qvalue]
@@ -253,12 +303,22 @@ class Store:
             keys.outbox(self.prefix),
             keys.scope_state(self.prefix, feed, scope),
             keys.quarantine(self.prefix, feed),
+            keys.quarantine_order(self.prefix, feed),
+            keys.dropped(self.prefix),
         ]
         result = await self._commit(keys=script_keys, args=args)
         if result[0] == 1:
             raise Fenced(f"lease on {feed}/{scope} lost; another replica sweeps it now")
         if result[0] == 2:
             raise Conflict(f"snapshot {result[1]} of the page changed while it was diffed")
+        if int(result[1]):
+            metrics.QUARANTINE_DROPPED.labels(feed).inc(int(result[1]))
+            log.warning(
+                "quarantine.dropped",
+                feed=feed,
+                dropped=int(result[1]),
+                max_quarantined=self.max_quarantined,
+            )
         await self.redis.sadd(keys.scopes(self.prefix, feed), scope)
 
     # -- leases ---------------------------------------------------------------------------
@@ -291,21 +351,29 @@ class Store:
         """Events in the outbox stream."""
         return int(await self.redis.xlen(keys.outbox(self.prefix)))
 
-    async def trim_outbox(self) -> int:
+    async def trim_outbox(self, *, keep: Collection[str] = ()) -> int:
         """Drop outbox entries every sink has read and acknowledged; returns how many went.
 
         The floor is the oldest entry any consumer group still needs: its oldest
         pending entry, or the entry after the last one it read. With no sink at all
-        nothing is trimmed.
+        nothing is trimmed. A sink's group that no replica has fed for
+        `removed_sink_grace_s` (the sink left the config) is warned about, then
+        dropped, so it does not hold every entry forever; the sinks named in `keep`
+        (those configured here) never are.
         """
         stream = keys.outbox(self.prefix)
         try:
             groups = await self.redis.xinfo_groups(stream)
         except ResponseError:
             return 0
+        seen = await self.redis.hgetall(keys.sinks_seen(self.prefix))
+        fed_at = {_text(k): int(v) for k, v in seen.items()}
+        kept = {keys.sink_group(sink) for sink in keep}
         floors: list[tuple[int, int]] = []
         for group in groups:
             name = _text(group["name"])
+            if name not in kept and await self._drop_if_stale(stream, name, fed_at.get(name)):
+                continue
             pending = await self.redis.xpending(stream, name)
             if pending and pending.get("pending"):
                 floors.append(_stream_id(_text(pending["min"])))
@@ -316,6 +384,49 @@ class Store:
             return 0
         ms, seq = min(floors)
         return int(await self.redis.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
+
+    async def _drop_if_stale(self, stream: str, group: str, fed_at_ms: int | None) -> bool:
+        """Drop a sink's consumer group nobody has fed within the grace period; whether it went.
+
+        A group never seen fed (made by an older version) starts its grace period now.
+        """
+        sink_prefix = keys.sink_group("")
+        if not group.startswith(sink_prefix):
+            return False  # not a sink's: someone else reads the outbox, and says when
+        sink = group.removeprefix(sink_prefix)
+        now_ms = int(clock.now().timestamp() * 1000)
+        if fed_at_ms is None:
+            await self.redis.hsetnx(keys.sinks_seen(self.prefix), group, now_ms)
+            return False
+        idle_s = max(0.0, (now_ms - fed_at_ms) / 1000)
+        if idle_s >= self.removed_sink_grace_s:
+            await self.redis.xgroup_destroy(stream, group)
+            await self.redis.hdel(keys.sinks_seen(self.prefix), group)
+            await self.redis.delete(keys.sink_feeder(self.prefix, sink))
+            await self.redis.hincrby(keys.dropped(self.prefix), "sink_groups", 1)
+            metrics.SINK_GROUPS_DROPPED.labels(sink).inc()
+            self._warned.pop(group, None)
+            log.warning("outbox.sink_group_dropped", sink=sink, unfed_s=round(idle_s))
+            return True
+        warned = self._warned.get(group)
+        if idle_s >= _STALE_WARN_AFTER_S and (
+            warned is None or clock.monotonic() - warned >= _STALE_WARN_EVERY_S
+        ):
+            self._warned[group] = clock.monotonic()
+            log.warning(
+                "outbox.sink_group_unfed",
+                sink=sink,
+                unfed_s=round(idle_s),
+                dropped_in_s=round(self.removed_sink_grace_s - idle_s),
+                hint="a sink no longer configured keeps the outbox from being trimmed until then",
+            )
+        return False
+
+    async def dropped_counts(self) -> dict[str, int]:
+        """What the caps dropped so far: `dead_letters:<sink>`, `quarantine:<feed>`,
+        `sink_groups`."""
+        raw = await self.redis.hgetall(keys.dropped(self.prefix))
+        return {_text(k): int(v) for k, v in raw.items()}
 
     async def read_outbox(
         self, count: int = 1000, after: str = "-"

@@ -428,7 +428,8 @@ def test_unknown_keys_are_named_with_their_path(tmp_path: Path) -> None:
     assert "sink: unknown key (did you mean 'sinks'?)" in found
     assert "feeds[0].intreval: unknown key (did you mean 'interval'?)" in found
     assert "redis.prefx: unknown key (did you mean 'prefix'?)" in found
-    assert "sinks[0].colour: unknown key (known keys: name, type, path, fsync)" in found
+    known = "name, max_dead_letters, type, path, fsync"
+    assert f"sinks[0].colour: unknown key (known keys: {known})" in found
     assert len(found) == 4
 
 
@@ -611,6 +612,30 @@ def test_every_sink_type_with_defaults(tmp_path: Path) -> None:
     assert (amqp.exchange, amqp.routing_key) == ("", "absorb.{resource}.{change}")
     assert isinstance(sqs, SqsSinkConfig)
     assert sqs.fifo is True
+
+
+def test_growth_caps_default_and_are_checked(tmp_path: Path) -> None:
+    """The quarantine and dead-letter caps and the removed-sink grace period have their
+    documented defaults, can be set (on any sink type), and bad values are named by path."""
+    data = base()
+    data["sinks"] = every_sink(tmp_path)
+    data["routes"] = [{"sinks": [s["name"] for s in data["sinks"]]}]
+    config = load(tmp_path, data)
+    assert config.redis.max_quarantined == 10_000
+    assert config.redis.removed_sink_grace_s == 7 * 86400
+    assert {sink.max_dead_letters for sink in config.sinks} == {10_000}
+    data["redis"] = {"max_quarantined": 50, "removed_sink_grace": "2d"}
+    data["sinks"][2]["max_dead_letters"] = 100
+    config = load(tmp_path, data)
+    assert (config.redis.max_quarantined, config.redis.removed_sink_grace_s) == (50, 172800)
+    assert config.sinks[2].max_dead_letters == 100
+    assert config.masked()["redis"]["removed_sink_grace"] == "2d"
+    data["redis"] = {"max_quarantined": 0, "removed_sink_grace": "soon"}
+    data["sinks"][0]["max_dead_letters"] = -1
+    found = problems(tmp_path, data)
+    assert any(p.startswith("redis.max_quarantined:") for p in found), found
+    assert any(p.startswith("redis.removed_sink_grace:") for p in found), found
+    assert any(p.startswith("sinks[0].max_dead_letters:") for p in found), found
 
 
 def test_sink_union_errors_have_clean_paths(tmp_path: Path) -> None:

@@ -37,6 +37,11 @@ class RedisConfig(_Model):
 
     url: RedisUrl = Field("redis://127.0.0.1:6379/0", repr=False)
     prefix: Text = "absorb-bridge"
+    # Records kept in each feed's quarantine; beyond it the longest-quarantined go.
+    max_quarantined: int = Field(10_000, ge=1)
+    # How long the outbox keeps entries for a sink no replica feeds any more (one that
+    # left the config) before its consumer group is dropped.
+    removed_sink_grace_s: PositiveDuration = Field(7 * 86400.0, alias="removed_sink_grace")
 
 
 class RouteConfig(_Model):

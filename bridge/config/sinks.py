@@ -34,6 +34,8 @@ from bridge.config.values import AnyDuration, ExistingFile, PositiveDuration, Sl
 
 class _Sink(_Model):
     name: Slug
+    # Dead letters kept for the sink; beyond it the oldest go (and are counted).
+    max_dead_letters: int = Field(10_000, ge=1)
 
 
 class FileSinkConfig(_Sink):

@@ -87,7 +87,8 @@ class SinkWorker:
         self._circuit_open = metrics.SINK_CIRCUIT_OPEN.labels(sink.name)
 
     async def setup(self) -> None:
-        """Create the sink's consumer group at the start of the outbox if it is new."""
+        """Create the sink's consumer group at the start of the outbox if it is new, and note
+        the sink as fed now (a group nobody feeds for long is dropped: `Store.trim_outbox`)."""
         try:
             await self.redis.xgroup_create(
                 self.queue.outbox, self.queue.group, id="0", mkstream=True
@@ -95,6 +96,7 @@ class SinkWorker:
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
+        await self.redis.hset(self.queue.seen, self.queue.group, _now_ms())
 
     @property
     def lanes(self) -> int:
