@@ -19,6 +19,16 @@ def absorb_token_lock(prefix: str, base_url: str, username: str) -> str:
     return absorb_token(prefix, base_url, username) + ":lock"
 
 
+def absorb_login_backoff(prefix: str, base_url: str, username: str) -> str:
+    """Refusals of the credentials in a row and when the next login may go."""
+    return absorb_token(prefix, base_url, username) + ":backoff"
+
+
+def absorb_logins(prefix: str, base_url: str, username: str) -> str:
+    """When each login of the last minute went, so every replica together keeps to a few."""
+    return absorb_token(prefix, base_url, username) + ":logins"
+
+
 def outbox(prefix: str) -> str:
     """The stream every event is appended to before any sink sees it."""
     return f"{prefix}:outbox"

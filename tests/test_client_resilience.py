@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from bridge.absorb.client import AbsorbClient
@@ -77,16 +79,72 @@ async def test_memory_cache_logs_in_once_for_concurrent_callers(
     assert (await simulator.state())["logins"] == 1
 
 
-async def test_bad_credentials_fail_clearly_without_showing_them(
-    simulator: SimHandle, make_client: MakeClient
-) -> None:
-    """A wrong password is an auth error that names the call and shows no secret."""
-    client = make_client(simulator.url, password="wrong-password-123")
+class CarelessAbsorb:
+    """Answers every call with 401 and a body that echoes the request: body, headers and all.
+
+    Logins succeed when `accept_logins`, each with a new token; calls are still refused.
+    """
+
+    def __init__(self, *, accept_logins: bool = False) -> None:
+        self.accept_logins = accept_logins
+        self.tokens: list[str] = []
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        """Listen on a free loopback port; returns the base URL."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/authenticate" and self.accept_logins:
+            self.tokens.append(f"token-{len(self.tokens)}-{secrets.token_hex(8)}")
+            return web.json_response(self.tokens[-1])
+        sent = await request.json() if request.can_read_body else {}
+        key, token = request.headers.get("x-api-key"), request.headers.get("Authorization")
+        echo = f"Denied: {sent.get('password')} {sent.get('privateKey') or key} {token}"
+        return web.json_response({"message": echo}, status=401)
+
+
+async def test_bad_credentials_fail_clearly_without_showing_them(make_client: MakeClient) -> None:
+    """A refused login names the call and what Absorb said, with every secret it echoed
+    masked (shown as ***, not dropped)."""
+    absorb = CarelessAbsorb()
+    client = make_client(await absorb.start(), password="wrong-password-123")
     with pytest.raises(AbsorbAuthError) as e:
-        await _touch(client, await _course(simulator))
-    assert "POST /authenticate" in str(e.value)
-    assert "wrong-password-123" not in str(e.value)
-    assert API_KEY not in str(e.value)
+        await client.get_course_enrollment("00000000-0000-0000-0000-000000000001")
+    await absorb.stop()
+    message = str(e.value)
+    assert message.startswith("POST /authenticate -> HTTP 401: Absorb refused the username")
+    assert '(it said: {"message": "Denied: *** ***' in message  # masked, not dropped
+    assert "wrong-password-123" not in message
+    assert API_KEY not in message
+
+
+async def test_a_refused_call_shows_no_token(make_client: MakeClient) -> None:
+    """Calls refused even with a fresh token: the error names the call, and the tokens and the
+    API key the server echoed are masked."""
+    absorb = CarelessAbsorb(accept_logins=True)
+    client = make_client(await absorb.start())
+    with pytest.raises(AbsorbAuthError) as e:
+        await client.get_course_enrollment("00000000-0000-0000-0000-000000000001")
+    await absorb.stop()
+    message = str(e.value)
+    assert message.startswith(
+        "GET /enrollments/00000000-0000-0000-0000-000000000001 -> HTTP 401: unauthorized"
+    )
+    assert len(absorb.tokens) == 2  # the stale token made it log in once more, not again
+    assert "Denied: None *** Bearer ***" in message  # masked, not dropped
+    assert not [s for s in (API_KEY, *absorb.tokens) if s in message]
 
 
 async def test_wrong_api_key_is_refused(simulator: SimHandle, make_client: MakeClient) -> None:

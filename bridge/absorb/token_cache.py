@@ -2,21 +2,28 @@
 
 Absorb keeps one token per admin user: a login invalidates the token before it.
 Workers that each log in knock each other out, so they share the token through a
-cache and only one of them logs in again when it goes stale.
+cache and only one of them logs in again when it goes stale. Every login goes
+through the cache's login guard (`login_guard.py`), which paces logins and backs
+off after Absorb refuses the credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from bridge import clock, keys
-
-Login = Callable[[], Awaitable[str]]
+from bridge.absorb.login_guard import (
+    Login,
+    LoginGuard,
+    LoginPolicy,
+    MemoryLoginGuard,
+    RedisLoginGuard,
+    guarded_login,
+)
 
 #: Absorb tokens live four hours; the cache lets go a little earlier.
 DEFAULT_TOKEN_TTL_S = 4 * 3600 - 600
@@ -29,16 +36,23 @@ class TokenCache(Protocol):
         """The current token, or None when there is none (or it is too old to use)."""
         ...
 
-    async def refresh(self, stale: str | None, login: Login) -> str:
-        """A token other than `stale`: someone else's fresh one, or one from `login()`."""
+    async def refresh(self, stale: str | None, login: Login, *, credentials: str = "") -> str:
+        """A token other than `stale`: someone else's fresh one, or one from `login()`.
+
+        The login goes only if the guard lets it (`credentials` tells credentials
+        apart, see `login_guard.fingerprint`); otherwise AbsorbAuthError says when.
+        """
         ...
 
 
 class MemoryTokenCache:
     """A token cache for the workers of one process."""
 
-    def __init__(self, ttl_s: float = DEFAULT_TOKEN_TTL_S) -> None:
+    def __init__(
+        self, ttl_s: float = DEFAULT_TOKEN_TTL_S, *, login_policy: LoginPolicy | None = None
+    ) -> None:
         self.ttl_s = ttl_s
+        self.guard: LoginGuard = MemoryLoginGuard(login_policy)
         self._token: str | None = None
         self._expires = 0.0
         self._lock = asyncio.Lock()
@@ -47,13 +61,13 @@ class MemoryTokenCache:
         """The current token, if it has not outlived the TTL."""
         return self._token if clock.monotonic() < self._expires else None
 
-    async def refresh(self, stale: str | None, login: Login) -> str:
-        """Log in once for every caller that saw the same stale token."""
+    async def refresh(self, stale: str | None, login: Login, *, credentials: str = "") -> str:
+        """Log in once for every caller that saw the same stale token, if the guard lets it."""
         async with self._lock:
             current = await self.get()
             if current is not None and current != stale:
                 return current
-            self._token = await login()
+            self._token = await guarded_login(self.guard, credentials, login)
             self._expires = clock.monotonic() + self.ttl_s
             return self._token
 
@@ -81,10 +95,17 @@ class RedisTokenCache:
         ttl_s: float = DEFAULT_TOKEN_TTL_S,
         lock_ttl_s: float = 30.0,
         poll_s: float = 0.05,
+        login_policy: LoginPolicy | None = None,
     ) -> None:
         self._redis = redis
         self._key = keys.absorb_token(prefix, base_url, username)
         self._lock_key = keys.absorb_token_lock(prefix, base_url, username)
+        self.guard: LoginGuard = RedisLoginGuard(
+            redis,
+            backoff_key=keys.absorb_login_backoff(prefix, base_url, username),
+            logins_key=keys.absorb_logins(prefix, base_url, username),
+            policy=login_policy,
+        )
         self.ttl_s = ttl_s
         self.lock_ttl_s = lock_ttl_s
         self.poll_s = poll_s
@@ -97,13 +118,21 @@ class RedisTokenCache:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    async def refresh(self, stale: str | None, login: Login) -> str:
-        """Take a fresh token another replica stored, or log in under the lock and store one."""
+    async def refresh(self, stale: str | None, login: Login, *, credentials: str = "") -> str:
+        """Take a fresh token another replica stored, or log in under the lock and store one.
+
+        The guard is asked under the lock, so a replica that waited for another's
+        failed login sees the back-off that login started.
+        """
         owner = secrets.token_hex(8)
         while True:
             current = await self.get()
             if current is not None and current != stale:
                 return current
+            # Not worth the lock while the guard says no: callers fail at once, not in turn.
+            wait = await self.guard.peek(credentials)
+            if wait is not None:
+                raise wait.error(self.guard.policy)
             if await self._redis.set(
                 self._lock_key, owner, nx=True, px=int(self.lock_ttl_s * 1000)
             ):
@@ -111,7 +140,7 @@ class RedisTokenCache:
                     current = await self.get()
                     if current is not None and current != stale:
                         return current
-                    token = await login()
+                    token = await guarded_login(self.guard, credentials, login)
                     await self._redis.set(self._key, token, px=int(self.ttl_s * 1000))
                     return token
                 finally:

@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from bridge import __version__, clock, metrics
+from bridge.absorb.login_guard import fingerprint
 from bridge.absorb.paths import Op, resolve_base_url
 from bridge.absorb.token_cache import MemoryTokenCache, TokenCache
 from bridge.errors import (
@@ -84,6 +86,14 @@ class _Retryable(Exception):
         return "connect" if self.unprocessed else "timeout"
 
 
+class _Unauthorized(AbsorbAuthError):
+    """A 401; `said` is the reply's excerpt, secrets masked (a careless server may echo them)."""
+
+    def __init__(self, endpoint: str, said: str) -> None:
+        super().__init__(endpoint, f"unauthorized: {said}", status=401)
+        self.said = said
+
+
 class AbsorbTransport:
     """Sends one operation at a time to Absorb and returns its decoded JSON body.
 
@@ -104,6 +114,7 @@ class AbsorbTransport:
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = resolve_base_url(base_url)
+        self._origin = URL(self.base_url).origin()
         self._credentials = credentials
         self._session = session
         self._owns_session = session is None
@@ -114,6 +125,9 @@ class AbsorbTransport:
         self.retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._seen_tokens: list[str] = []
+        self._fingerprint = fingerprint(
+            credentials.api_key, credentials.username, credentials.password
+        )
         #: Absorb's clock: the `Date` header of its latest reply (None before any reply).
         self.absorb_now: datetime | None = None
 
@@ -147,27 +161,30 @@ class AbsorbTransport:
         """Call `op` with the shared token; on a 401 log in again once and retry."""
         token = await self.token_cache.get()
         if token is None:
-            token = await self.token_cache.refresh(None, self.login)
+            token = await self.token_cache.refresh(None, self.login, credentials=self._fingerprint)
         path = op.route.path(**(ids or {}))
         try:
             return await self._send(op, path, params, body, token)
         except AbsorbAuthError:
             # The token went stale (expired, or another login replaced it): take the
             # fresh one someone else stored, or log in for everyone, then try once more.
-            fresh = await self.token_cache.refresh(token, self.login)
+            fresh = await self.token_cache.refresh(token, self.login, credentials=self._fingerprint)
             return await self._send(op, path, params, body, fresh)
 
     async def login(self) -> str:
-        """`POST /authenticate`: a new token (which invalidates this user's previous one)."""
+        """`POST /authenticate`: a new token (which invalidates this user's previous one).
+
+        Call it through the token cache (`request` does), whose guard paces logins.
+        """
         c = self._credentials
         body = {"username": c.username, "password": c.password, "privateKey": c.api_key}
         path = Op.AUTHENTICATE.route.path()
         try:
             token = await self._send(Op.AUTHENTICATE, path, None, body, None)
-        except AbsorbAuthError as e:
+        except _Unauthorized as e:
             raise AbsorbAuthError(
                 e.endpoint,
-                "Absorb refused the username, password or API key; check the absorb settings",
+                f"Absorb refused the username, password or API key (it said: {e.said})",
                 status=e.status,
             ) from None
         if not isinstance(token, str) or not token:
@@ -244,20 +261,28 @@ class AbsorbTransport:
         headers: dict[str, str],
         endpoint: str,
     ) -> Any:
+        url = URL(self.base_url + path)
+        if url.origin() != self._origin:
+            # Paths quote every id, so this cannot happen; the credentials are worth the check.
+            raise AbsorbRequestError(endpoint, "the path leaves Absorb's host; not sent")
         await self._bucket.acquire()
         try:
+            # Redirects are never followed: the API key, password and token go to Absorb's
+            # host and nowhere else, whatever a reply (or a proxy in the way) says.
             async with self._http().request(
                 method,
-                self.base_url + path,
+                url,
                 params=query,
                 json=body,
                 headers=headers,
                 timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 self.absorb_now = _date(resp.headers.get("Date")) or self.absorb_now
+                location = resp.headers.get("Location")
         except TimeoutError:
             raise _Retryable(f"no reply within {self.timeout_s:g}s") from None
         except aiohttp.ClientConnectorError as e:
@@ -266,7 +291,9 @@ class AbsorbTransport:
         except aiohttp.ClientError as e:
             raise _Retryable(f"connection failed: {type(e).__name__}: {e}") from None
         if status == 401:
-            raise AbsorbAuthError(endpoint, "unauthorized", status=401)
+            raise _Unauthorized(endpoint, excerpt(_text(raw), self.secrets(), limit=80))
+        if 300 <= status < 400:
+            raise AbsorbRequestError(endpoint, _redirected(url, location), status=status)
         if status == 429 or status >= 500:
             wait = parse_retry_after(retry_after, clock.now())
             raise _Retryable(
@@ -296,6 +323,22 @@ class AbsorbTransport:
             if method == "GET":
                 raise _Retryable(message, status=status, malformed=True) from None
             raise AbsorbResponseError(endpoint, message, status=status) from None
+
+
+def _redirected(url: URL, location: str | None) -> str:
+    """A redirect's error: the host it pointed at, never its path or query (they may hold a
+    token), and what to do about it."""
+    target = "nowhere (no Location header)"
+    if location:
+        try:
+            moved = url.join(URL(location))
+            target = f"{moved.host}:{moved.port}" if moved.port else str(moved.host)
+        except ValueError:
+            target = "an unreadable Location"
+    return (
+        f"Absorb redirected to {excerpt(target, [])}; redirects are not followed, so the "
+        "credentials never leave Absorb's host: check absorb.base_url"
+    )
 
 
 def _date(header: str | None) -> datetime | None:
