@@ -6,10 +6,12 @@ several per changed record, and a frozen dataclass costs four times as much to b
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 from bridge.snapshots import Kind, Snapshot, digest, kept_date, kept_number, kept_status
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ChangeKind = Literal["created", "status_changed", "progress_changed", "removed"]
 
@@ -87,7 +89,7 @@ def diff(
     `dateEdited` lies beyond `horizon` (Absorb's "now"): a sentinel such as
     9999-12-31 orders nothing, so the record that replaces it is diffed. A record
     without a snapshot is `created` when `emit_created`, else recorded silently
-    (the baseline).
+    (the baseline). A `dateEdited` before 1970 (a .NET default) orders nothing either.
     """
     if previous is not None and _older(seen.date_edited, previous.date_edited, horizon):
         return NOTHING
@@ -139,6 +141,10 @@ def changed_fields(previous: Snapshot, current: Snapshot) -> tuple[str, ...]:
 
 
 def _older(seen: datetime | None, kept: datetime | None, horizon: datetime | None) -> bool:
-    if seen is None or kept is None or (horizon is not None and kept > horizon):
+    # Only real edit times order copies: not a sentinel ahead of Absorb's clock, nor a
+    # .NET default such as 0001-01-01 (anything before 1970).
+    if seen is None or kept is None or seen < _EPOCH:
+        return False
+    if horizon is not None and kept > horizon:
         return False
     return seen < kept

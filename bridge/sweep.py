@@ -81,6 +81,8 @@ _DRILL_FAILURES = (
     UnicodeError,
 )
 _KNOWN_STATUSES = frozenset(int(s) for s in Status)
+#: A `dateEdited` this far ahead of Absorb's clock is a sentinel worth a warning, not skew.
+_SENTINEL_US = 60_000_000
 
 
 @dataclass
@@ -360,7 +362,7 @@ class _Run:
             # An unreadable record at the newest time is handled too (it is in quarantine).
             at_newest |= {i for r in batch if (i := _rid(r)) is not None and _edited(r) == newest}
         watermark_us = min(newest_us, to_us(cap)) if cap is not None and newest_us else newest_us
-        if watermark_us > self.horizon_us:
+        if watermark_us > self.horizon_us + _SENTINEL_US:
             log.warning(
                 "sweep.future_date_edited",
                 feed=self.feed.name,
@@ -368,7 +370,7 @@ class _Run:
                 date_edited=format_rfc3339(from_us(watermark_us)),
                 watermark=format_rfc3339(from_us(self.horizon_us)),
             )
-            watermark_us = self.horizon_us
+        watermark_us = min(watermark_us, self.horizon_us)
         commit = self._new_commit(quarantine, watermark_us)
         await self._diff_into(commit, seen, {o.id: stored.get(o.id) for o in seen})
         await self._settle()

@@ -78,6 +78,8 @@ class AbsorbApi:
             self._mutate(served, self.sim.faults.mutate_while_paging)
             version = self.tenant.versions.get(scope, 0)
             items = self.sim.cache.select(scope, version, records, fields, query)
+        if any(getattr(r, "duplicated", False) for r in items):
+            items = [c for r in items for c in [r] * (2 if getattr(r, "duplicated", False) else 1)]
         return page_body(items, query, key, lambda r: r.to_json())
 
     def _array(self, request: web.Request, records: Iterable[Any]) -> list[Any]:

@@ -146,14 +146,20 @@ class Control:
         (without dateEdited the record is stamped now). `raw` values replace fields
         in the rendered JSON as they are, which plays a malformed record; `raw_json`
         values are JSON texts written into the reply verbatim (`"1e39"`,
-        `"\\"Ada \\\\ud83d\\""`); `{"raw": null}` clears both. `drill_down` makes a
-        course enrollment's lesson, chapter and attempt lists answer `not_array`,
-        `empty` or `404` (null: as they should).
+        `"\\"Ada \\\\ud83d\\""`; `""` leaves the field out); `{"raw": null}` clears
+        both. `drill_down` makes a course enrollment's lesson, chapter and attempt lists
+        answer `not_array`, `empty` or `404` (null: as they should); `duplicate` lists
+        it twice in a row in its pages.
         """
         rec = self._record(request)
         body = await self._body(request)
         if "drill_down" in body:
             self._set_drill_down_fault(rec, body["drill_down"])
+        if "duplicate" in body:
+            if not isinstance(rec, CourseEnrollmentRec):
+                raise web.HTTPBadRequest(text="only course enrollments can be listed twice")
+            rec.duplicated = bool(body["duplicate"])
+            self.sim.tenant.touch_record(rec)
         fields = body.get("set") or {}
         unknown = set(fields) - _SETTABLE_FIELDS
         if unknown:

@@ -24,6 +24,14 @@ class RawJson:
     text: str
 
 
+def with_overrides(body: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A rendered body with forced values in; a `RawJson("")` leaves its field out."""
+    if not overrides:
+        return body
+    merged = {**body, **overrides}
+    return {k: v for k, v in merged.items() if not (isinstance(v, RawJson) and not v.text)}
+
+
 def _ts(value: datetime | None) -> str | None:
     # Absorb's timestamps come without a zone (UTC meant) and with seven digits.
     return None if value is None else format_datetime(value, zulu=False)
@@ -98,7 +106,7 @@ class Course:
             "courseType": self.course_type,
             "dateEdited": _ts(self.date_edited),
         }
-        return {**body, **self.overrides} if self.overrides else body
+        return with_overrides(body, self.overrides)
 
 
 @dataclass(slots=True, eq=False)
@@ -134,6 +142,8 @@ class CourseEnrollmentRec:
     #: How this enrollment's drill-down lists answer: None (as Absorb should),
     #: "not_array", "empty" or "404" (see `DRILL_DOWN_FAULTS`).
     drill_down_fault: str | None = None
+    #: Listed twice in a row in its pages, as a join gone wrong in Absorb would.
+    duplicated: bool = False
 
     @property
     def user_id(self) -> str:
@@ -185,7 +195,7 @@ class CourseEnrollmentRec:
             "courseCollectionId": self.course_collection_id,
             "avatar": None,
         }
-        return {**body, **self.overrides} if self.overrides else body
+        return with_overrides(body, self.overrides)
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -229,7 +239,7 @@ class _ActivityRec:
             "dateStarted": _ts(self.date_started),
             "dateCompleted": _ts(self.date_completed),
         }
-        return {**body, **self.overrides} if self.overrides else body
+        return with_overrides(body, self.overrides)
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
