@@ -70,6 +70,8 @@ _SCAN_BUCKETS = 100
 _DETAIL_BUCKETS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
 #: Quarantine keys of pending drill-downs: `<scope>|drill-down:<enrollment id>`.
 _DRILL_DOWN = "drill-down:"
 #: What makes a drill-down pending rather than failing its scope's sweep.
@@ -207,8 +209,8 @@ class _Run:
         lower = None
         if watermark and not self.full:
             # A watermark stored ahead of Absorb's clock would hide every later change.
-            newest = min(watermark, self.horizon_us)
-            lower = from_us(newest) - timedelta(seconds=self.feed.lookback_s)
+            lower_us = min(watermark, self.horizon_us) - int(self.feed.lookback_s * 1_000_000)
+            lower = from_us(lower_us) if lower_us > 0 else None
         try:
             await self._walk(_Cursor(lower))
             await self._settle()
@@ -264,7 +266,9 @@ class _Run:
             offset = 0
             while True:
                 # A range, not `eq`: Absorb keeps ticks (100 ns), the bridge microseconds.
-                at_group = f("dateEdited").ge(group) & f("dateEdited").lt(group + _TICK)
+                at_group = f("dateEdited").ge(group)
+                if group < _LAST:  # a group at 9999-12-31T23:59:59.999999 has no end to state
+                    at_group &= f("dateEdited").lt(group + _TICK)
                 page = await self._request(at_group, offset)
                 fresh = [r for r in page.items if _rid(r) not in cursor.at_lower]
                 if fresh:
@@ -640,7 +644,8 @@ class _Run:
         found: list[Observation] = []
         if "lessons" in self.feed.details or "attempts" in self.feed.details:
             # modifiedSince is exclusive on some tenants: ask from just before the last edit.
-            params = {"modifiedSince": format_datetime(since - _TICK) if since else None}
+            before = since - _TICK if since is not None and since > _FIRST else None
+            params = {"modifiedSince": format_datetime(before) if before else None}
             raws = await self._raw_list(Op.LIST_USER_LESSON_ENROLLMENTS, ids, params)
             found += self._observe_all(
                 Kind.lesson_enrollment, _unhashed(raws), commit.quarantine, task

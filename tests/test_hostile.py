@@ -259,9 +259,17 @@ def _check_bad_id(raw_text: str) -> Check:
 def _check_drill_down(fault: str) -> Check:
     async def check(t: Tenant) -> None:
         await _one_status_change_with_pending(t, fault)
+        # A lesson completed while the drill-down could not be read is announced once
+        # Absorb answers again: the pending drill-down is tried on the next sweep.
+        lesson = t.bad.lessons[0]
+        await t.sim.control("PATCH", f"records/{lesson.id}", {"set": {"status": 3}})
+        await t.sweep_all()
+        assert not [e for e in t.events if e["subject"] == lesson.id]
         await t.sim.control("PATCH", f"records/{t.bad.id}", {"drill_down": None})
         await t.sweep_all()
         assert await t.quarantine() == {}
+        (event,) = [e for e in t.events if e["subject"] == lesson.id]
+        assert (event["type"], event["status"]) == ("absorb.lesson_enrollment.created", "Complete")
 
     return check
 
