@@ -12,18 +12,25 @@ from bridge import metrics
 Readiness = Callable[[], tuple[bool, dict[str, str]]]
 
 
-def app(readiness: Readiness) -> web.Application:
-    """The aiohttp application; `readiness` says whether the bridge can do its work."""
+def app(readiness: Readiness, liveness: Readiness | None = None) -> web.Application:
+    """The aiohttp application.
+
+    `readiness` says whether the bridge can do its work (`/readyz`); `liveness`
+    whether the process should go on at all (`/healthz`: 503 asks an orchestrator
+    to restart it).
+    """
 
     async def healthz(_request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        if liveness is None:
+            return web.Response(text="ok\n")
+        alive, checks = liveness()
+        if alive:
+            return web.Response(text="ok\n")
+        return _report(503, {"alive": False, "checks": checks})
 
     async def readyz(_request: web.Request) -> web.Response:
         ready, checks = readiness()
-        body = json.dumps({"ready": ready, "checks": checks}, indent=2) + "\n"
-        return web.Response(
-            status=200 if ready else 503, text=body, content_type="application/json"
-        )
+        return _report(200 if ready else 503, {"ready": ready, "checks": checks})
 
     async def metrics_page(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
@@ -35,9 +42,16 @@ def app(readiness: Readiness) -> web.Application:
     return application
 
 
-async def serve(readiness: Readiness, host: str, port: int) -> tuple[web.AppRunner, int]:
+def _report(status: int, report: dict[str, object]) -> web.Response:
+    body = json.dumps(report, indent=2) + "\n"
+    return web.Response(status=status, text=body, content_type="application/json")
+
+
+async def serve(
+    readiness: Readiness, host: str, port: int, *, liveness: Readiness | None = None
+) -> tuple[web.AppRunner, int]:
     """Start the server (port 0: any free one); returns the runner and the port it listens on."""
-    runner = web.AppRunner(app(readiness), access_log=None)
+    runner = web.AppRunner(app(readiness, liveness), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

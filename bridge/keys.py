@@ -29,6 +29,11 @@ def absorb_logins(prefix: str, base_url: str, username: str) -> str:
     return absorb_token(prefix, base_url, username) + ":logins"
 
 
+def marker(prefix: str) -> str:
+    """A random value written once into a Redis data set: gone or changed, the data was lost."""
+    return f"{prefix}:marker"
+
+
 def outbox(prefix: str) -> str:
     """The stream every event is appended to before any sink sees it."""
     return f"{prefix}:outbox"

@@ -55,7 +55,15 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000),
     registry=REGISTRY,
 )
-READY = _gauge("ready", "1 when Redis is reachable and Absorb answers.")
+READY = _gauge("ready", "1 when Redis is reachable, Absorb answers and no loop is stalled.")
+
+LOOP_ERRORS = _counter("loop_errors", "Exceptions a loop caught and survived, by loop.", ("loop",))
+LOOP_LAST_CYCLE = _gauge(
+    "loop_last_cycle_timestamp_seconds", "When a loop last completed a cycle (Unix).", ("loop",)
+)
+REDIS_DATA_LOST = _counter(
+    "redis_data_lost", "Times Redis was found to have lost the bridge's data while it ran.", ()
+)
 
 
 def render() -> bytes:

@@ -2,7 +2,8 @@
 
 Its loops are steppable: `sweep_once()` sweeps every scope that is due and whose
 lease this replica can take, `deliver_once()` moves the outbox to the sinks. The
-daemon repeats them; tests call them directly.
+daemon repeats their steps, each loop under `bridge.supervise` so that no exception
+ends it; tests call the steps directly.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
+from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from bridge import clock, metrics
 from bridge.absorb.client import AbsorbClient
@@ -26,20 +29,19 @@ from bridge.errors import AbsorbError, BridgeError
 from bridge.feeds import FeedSpec, Scope, discover_scopes
 from bridge.routes import Route
 from bridge.sinks.base import Sink
-from bridge.store import Fenced, Store
+from bridge.store import Fenced, Store, redis_risks
+from bridge.supervise import Bounds, Supervisor, backoff_s
 from bridge.sweep import Sweeper, SweepResult, from_us
 
 log = structlog.get_logger(__name__)
 
 #: How long a sink's loop rests when it found nothing to feed or deliver.
 _IDLE_DELIVERY_S = 0.1
-#: The longest pause between tries while a dependency is down.
-_MAX_BACKOFF_S = 15.0
 
 
 @dataclass(frozen=True)
 class Timing:
-    """How the daemon paces itself."""
+    """How the daemon paces itself, and how long its loops may go quiet before health says so."""
 
     #: A replica that dies mid-sweep holds its scopes at most this long.
     lease_ttl_s: float = 30.0
@@ -47,14 +49,18 @@ class Timing:
     discovery_interval_s: float = 600.0
     #: Scopes swept at once by one replica (they share the Absorb request budget).
     concurrency: int = 4
-    #: How long the loop rests when nothing was due.
+    #: How long the scheduler rests when nothing was due.
     idle_s: float = 1.0
     #: Grace period on stop before in-flight work is cancelled.
     grace_s: float = 10.0
     #: How often outbox entries every sink has acknowledged are dropped.
     trim_interval_s: float = 60.0
-    #: How often Redis is checked and the gauges that need Redis are set.
-    stats_interval_s: float = 10.0
+    #: How often Redis is checked (reachable, data still there) and the gauges that need it set.
+    stats_interval_s: float = 5.0
+    #: A loop without a completed cycle for this long (or 5 of its periods) is stalled: not ready.
+    stall_floor_s: float = 60.0
+    #: A loop without a completed cycle for this long (or 20 of its periods) is wedged: not alive.
+    wedge_floor_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class DeliveryOptions:
     schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
     max_in_flight: int = 8
     rate_limit_per_s: float | None = None
+    max_dead_letters: int | None = None
 
 
 @dataclass
@@ -101,34 +108,81 @@ class Bridge:
             for sink in sinks
         ]
         self._stop = asyncio.Event()
-        #: Set once sweeping has stopped, so delivery can drain what the last sweeps wrote.
-        self._drain = asyncio.Event()
-        self._sweeping: asyncio.Task[None] | None = None
+        t = self.timing
+        self.loops = Supervisor(
+            self._stop, Bounds(stall_floor_s=t.stall_floor_s, wedge_floor_s=t.wedge_floor_s)
+        )
+        self._sweeping: list[asyncio.Task[None]] = []
+        #: Scope sweeps under way, by (feed, scope).
+        self._sweeps: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        #: Scopes whose last sweep did not complete: failures in a row, and when to try again.
+        self._resting: dict[tuple[str, str], tuple[int, float]] = {}
+        self._opening: list[asyncio.Task[None]] = []
         self._delivering: list[asyncio.Task[None]] = []
-        self._stats: asyncio.Task[None] | None = None
+        self._opened: list[SinkWorker] = []
+        self._started: set[str] = set()
+        self._upkeep: list[asyncio.Task[None]] = []
         self._stopped = False
+        #: The marker this replica last saw in Redis (None until first looked at).
+        self._marker: str | None = None
+        self._checking_data = asyncio.Lock()
+        self._settings_checked = False
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
         self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Run the sweep, delivery and stats loops (each sink is opened by its own loop).
+        """Start every loop: scheduler, discovery, each sink's opening, stats and trimming.
 
         Nothing here needs Redis, Absorb or a sink to be up: every loop retries
         with backoff and the bridge reports itself not ready meanwhile.
         """
-        self._sweeping = asyncio.create_task(self._sweep_loop(), name="sweep")
-        self._delivering = [
-            asyncio.create_task(self._deliver_loop(w), name=f"deliver-{w.sink.name}")
-            for w in self.workers
+        t, spawn = self.timing, self.loops.spawn
+        self._sweeping = [spawn("schedule", self._schedule_once, idle_s=t.idle_s)]
+        for feed in self.feeds:
+            name = feed.spec.name
+            self._sweeping.append(
+                spawn(
+                    f"discovery:{name}",
+                    partial(self._discover_step, feed),
+                    idle_s=t.discovery_interval_s,
+                    feed=name,
+                )
+            )
+        for worker in self.workers:
+            name = worker.sink.name
+            opening = spawn(
+                f"open:{name}",
+                partial(self._open_step, worker),
+                idle_s=_IDLE_DELIVERY_S,
+                until_done=True,
+                sink=name,
+            )
+            opening.add_done_callback(partial(self._sink_opened, worker))
+            self._opening.append(opening)
+        self._upkeep = [
+            spawn("stats", self._stats_step, idle_s=t.stats_interval_s),
+            spawn("trim", self._trim_step, idle_s=t.trim_interval_s),
         ]
-        self._stats = asyncio.create_task(self._stats_loop(), name="stats")
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
-        """Whether the bridge can do its work, and what is wrong when it cannot."""
-        problems = {k: v for k, v in self.health.items() if v != "ok"}
-        return not problems, dict(self.health)
+        """Whether the bridge can do its work, and what is wrong when it cannot.
+
+        Redis and Absorb must answer and no loop may be stalled (`Timing.stall_floor_s`).
+        """
+        checks = dict(self.health)
+        stalled = self.loops.stalled()
+        checks["loops"] = "ok" if not stalled else f"stalled: {', '.join(sorted(stalled))}"
+        checks.update({f"loop:{name}": why for name, why in stalled.items()})
+        return all(v == "ok" for v in checks.values()), checks
+
+    def liveness(self) -> tuple[bool, dict[str, str]]:
+        """Whether the process should go on: not once a loop has died or is wedged."""
+        dead = self.loops.dead()
+        checks = {"loops": "ok" if not dead else f"dead: {', '.join(sorted(dead))}"}
+        checks.update({f"loop:{name}": why for name, why in dead.items()})
+        return not dead, checks
 
     async def stop(self) -> None:
         """Stop sweeping, let delivery drain the outbox, all within the grace period; idempotent.
@@ -140,43 +194,70 @@ class Bridge:
             return
         self._stopped = True
         self._stop.set()
-        deadline = asyncio.get_running_loop().time() + self.timing.grace_s
-        if self._sweeping is not None:
-            await _finish([self._sweeping], self.timing.grace_s)
-        self._drain.set()
-        await _finish(self._delivering, max(0.0, deadline - asyncio.get_running_loop().time()))
-        if self._stats is not None:
-            await _finish([self._stats], 0)
+        running = asyncio.get_running_loop()
+        deadline = running.time() + self.timing.grace_s
+        await _finish([*self._sweeping, *self._sweeps.values()], self.timing.grace_s)
+        await _finish([*self._opening, *self._delivering], max(0.0, deadline - running.time()))
+        # Sweeping has stopped: deliver what the last sweeps wrote, until caught up or
+        # the grace period ends.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(self._drain(w) for w in self._opened)),
+                max(0.0, deadline - running.time()),
+            )
+        await _finish(self._upkeep, 0)
+        for worker in self.workers:
+            with contextlib.suppress(RedisError):  # the feeder lease runs out by itself anyway
+                await worker.release()
         for sink in self.sinks:
             await sink.close()
 
     # -- sweeping --------------------------------------------------------------------------
 
-    async def _sweep_loop(self) -> None:
-        trimmed_at = clock.monotonic()
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                swept = await self.sweep_once()
-                failures = 0
-            except (BridgeError, RedisError) as e:
-                failures += 1
-                swept = 0
-                key = "redis" if isinstance(e, RedisError) else "absorb"
-                self.health[key] = str(e)[:300]
-                log.error("sweep.failed", error=str(e), failures=failures)
-            if clock.monotonic() - trimmed_at > self.timing.trim_interval_s:
-                trimmed_at = clock.monotonic()
-                with contextlib.suppress(RedisError):
-                    dropped = await self.store.trim_outbox()
-                    log.debug("outbox.trimmed", entries=dropped)
-            if not swept:
-                pause = min(_MAX_BACKOFF_S, self.timing.idle_s * 2**failures)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), pause)
+    async def _schedule_once(self) -> int:
+        """Start the sweeps that are due while fewer than `concurrency` run; how many started.
+
+        Each scope's sweep runs on its own, so one long sweep holds only its own slot.
+        When every slot is taken this waits (up to `idle_s`) for one to free up.
+        """
+        if len(self._sweeps) >= self.timing.concurrency:
+            await asyncio.wait(
+                list(self._sweeps.values()),
+                timeout=self.timing.idle_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        now = clock.monotonic()
+        scopes = [
+            s
+            for f in self.feeds
+            for s in f.scopes
+            if (s.feed.name, s.key) not in self._sweeps
+            and self._resting.get((s.feed.name, s.key), (0, now))[1] <= now
+        ]
+        random.shuffle(scopes)  # replicas that start together should not chase the same scopes
+        started = 0
+        for scope in scopes:
+            if len(self._sweeps) >= self.timing.concurrency or self._stop.is_set():
+                break
+            full = await self._due(scope, force=False)
+            if full is None:
+                continue
+            key = (scope.feed.name, scope.key)
+            sweep = self._sweep_guarded(scope, full=full)
+            (task := asyncio.create_task(sweep)).add_done_callback(partial(self._swept, key))
+            self._sweeps[key] = task
+            started += 1
+        return started
+
+    def _swept(self, key: tuple[str, str], _task: asyncio.Task[bool]) -> None:
+        self._sweeps.pop(key, None)
 
     async def sweep_once(self, *, force: bool = False) -> int:
-        """Sweep every scope that is due (all of them with `force`); returns how many were swept."""
+        """Sweep every scope that is due (all of them with `force`); returns how many were swept.
+
+        A scope whose sweep fails, whatever the error, is logged and counted; the
+        others go on.
+        """
         due: list[tuple[Scope, bool]] = []
         for feed in self.feeds:
             await self._discover(feed)
@@ -191,10 +272,35 @@ class Bridge:
             async with gate:
                 if self._stop.is_set():
                     return False
-                return await self.sweep_scope(scope, full=full) is not None
+                return await self._sweep_guarded(scope, full=full)
 
         done = await asyncio.gather(*(one(s, full) for s, full in due))
         return sum(done)
+
+    async def _sweep_guarded(self, scope: Scope, *, full: bool) -> bool:
+        """Sweep one scope; any error is the scope's failure, logged and counted, never more."""
+        step = partial(self._sweep_recorded, scope, full)
+        result = await self.loops.attempt("sweep", step, feed=scope.feed.name, scope=scope.key)
+        key = (scope.feed.name, scope.key)
+        if result is not None:
+            self._resting.pop(key, None)
+            return True
+        # Failed, fenced or held by another replica: the scheduler leaves it alone a while.
+        failures = self._resting.get(key, (0, 0.0))[0] + 1
+        pause = backoff_s(failures, base_s=self.timing.idle_s)
+        self._resting[key] = (failures, clock.monotonic() + pause)
+        return False
+
+    async def _sweep_recorded(self, scope: Scope, full: bool) -> SweepResult | None:
+        try:
+            return await self.sweep_scope(scope, full=full)
+        except Exception as e:
+            # What sweep_scope does not expect still shows as the scope's failure.
+            metrics.SWEEPS.labels(scope.feed.name, "failed").inc()
+            text = f"{type(e).__name__}: {e}"[:500]
+            with contextlib.suppress(RedisError):
+                await self.store.set_scope_state(scope.feed.name, scope.key, {"last_error": text})
+            raise
 
     async def sweep_scope(self, scope: Scope, *, full: bool = False) -> SweepResult | None:
         """Sweep one scope under its lease; None when another replica holds it."""
@@ -202,7 +308,17 @@ class Bridge:
         token = await self.store.acquire(feed, scope.key, ttl_ms)
         if token is None:
             return None
-        renewer = asyncio.create_task(self._renew(scope, token, ttl_ms))
+        lease_done = asyncio.Event()
+        renewer = self.loops.spawn(
+            "renew",
+            partial(self._renew_step, scope, token, ttl_ms),
+            idle_s=ttl_ms / 3000,
+            until_done=True,
+            watched=False,
+            stop=lease_done,
+            feed=feed,
+            scope=scope.key,
+        )
         held = metrics.LEASES_HELD.labels(feed)
         held.inc()
         started = clock.monotonic()
@@ -222,6 +338,7 @@ class Bridge:
         finally:
             held.dec()
             metrics.SWEEP_DURATION.labels(feed).observe(clock.monotonic() - started)
+            lease_done.set()
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
@@ -244,34 +361,35 @@ class Bridge:
         )
         return result
 
-    async def _renew(self, scope: Scope, token: str, ttl_ms: int) -> None:
-        while True:
-            await asyncio.sleep(ttl_ms / 3000)
-            try:
-                held = await self.store.renew(scope.feed.name, scope.key, token, ttl_ms)
-            except RedisError as e:
-                log.warning(
-                    "lease.renew_failed", feed=scope.feed.name, scope=scope.key, error=str(e)
-                )
-                continue
-            if not held:
-                log.warning("lease.lost", feed=scope.feed.name, scope=scope.key)
-                return
+    async def _renew_step(self, scope: Scope, token: str, ttl_ms: int) -> bool:
+        """Extend a sweep's lease; true once it is lost (its loop then ends)."""
+        if await self.store.renew(scope.feed.name, scope.key, token, ttl_ms):
+            return False
+        log.warning("lease.lost", feed=scope.feed.name, scope=scope.key)
+        return True
+
+    async def _discover_step(self, feed: _Feed) -> bool:
+        """Ask Absorb for a feed's scopes again (an every-course feed's course list)."""
+        try:
+            feed.scopes = await discover_scopes(feed.spec, self.client)
+        except BridgeError as e:
+            self.health["absorb"] = str(e)[:300]
+            raise
+        feed.discovered_at = clock.monotonic()
+        self.health["absorb"] = "ok"
+        return False
 
     async def _discover(self, feed: _Feed) -> None:
-        now = clock.monotonic()
+        """Discover a feed's scopes when stale; a failure keeps the ones known, if any."""
         stale = feed.discovered_at is None or (
-            now - feed.discovered_at > self.timing.discovery_interval_s
+            clock.monotonic() - feed.discovered_at > self.timing.discovery_interval_s
         )
         if not stale:
             return
         try:
-            feed.scopes = await discover_scopes(feed.spec, self.client)
-            feed.discovered_at = now
-            self.health["absorb"] = "ok"
+            await self._discover_step(feed)
         except BridgeError as e:
             log.error("feed.discovery_failed", feed=feed.spec.name, error=str(e))
-            self.health["absorb"] = str(e)[:300]
             if feed.discovered_at is None:
                 raise
 
@@ -316,73 +434,122 @@ class Bridge:
 
     # -- delivering ------------------------------------------------------------------------
 
-    async def _open(self, worker: SinkWorker) -> bool:
-        """Open a sink and its consumer group, retrying with backoff; False if stopped first."""
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                await worker.sink.start()
-                await worker.setup()
-                return True
-            except (BridgeError, RedisError, OSError) as e:
-                failures += 1
-                log.error("sink.start_failed", sink=worker.sink.name, error=str(e))
-                with contextlib.suppress(TimeoutError):
-                    pause = min(_MAX_BACKOFF_S, 0.5 * 2**failures)
-                    await asyncio.wait_for(self._stop.wait(), pause)
-        return False
+    async def _open_step(self, worker: SinkWorker) -> bool:
+        """Open a sink (once, though creating its consumer group may need another try)."""
+        if worker.sink.name not in self._started:
+            await worker.sink.start()
+            self._started.add(worker.sink.name)
+        await worker.setup()
+        return True
 
-    async def _deliver_loop(self, worker: SinkWorker) -> None:
-        if not await self._open(worker):
+    def _sink_opened(self, worker: SinkWorker, opening: asyncio.Task[None]) -> None:
+        """Once a sink is open, its feed and each delivery lane repeat on their own.
+
+        Redis runs one's script while this process prepares another's batch.
+        """
+        name = worker.sink.name
+        if self._stop.is_set() or not self.loops.loops[f"open:{name}"].finished:
             return
-        # The feed and each delivery lane repeat on their own: Redis runs one's script
-        # while this process prepares another's batch.
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._repeat(worker, worker.feed_once))
-            for _ in range(worker.lanes):
-                group.create_task(self._repeat(worker, worker.deliver_once))
-        # Sweeping has stopped once `_drain` is set: deliver what the last sweeps wrote,
-        # until caught up or stop()'s deadline cancels this task.
-        await self._drain.wait()
-        with contextlib.suppress(BridgeError, RedisError):
+        self._opened.append(worker)
+        steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [(f"feed:{name}", worker.feed_once)]
+        steps += [(f"deliver:{name}:{n + 1}", worker.deliver_once) for n in range(worker.lanes)]
+        for loop, step in steps:
+            self._delivering.append(
+                self.loops.spawn(
+                    loop,
+                    partial(self._delivery_step, worker, step),
+                    idle_s=_IDLE_DELIVERY_S,
+                    sink=name,
+                )
+            )
+
+    async def _delivery_step(self, worker: SinkWorker, step: Callable[[], Awaitable[int]]) -> int:
+        try:
+            return await step()
+        except ResponseError as e:
+            if "NOGROUP" in str(e):
+                # The sink's consumer group is gone: Redis may have lost its data.
+                await self._regroup(worker)
+            raise
+
+    async def _drain(self, worker: SinkWorker) -> None:
+        async def drain() -> None:
             while await self._deliver_step(worker):
                 pass
 
-    async def _repeat(self, worker: SinkWorker, step: Callable[[], Awaitable[int]]) -> None:
-        """Repeat a delivery step until stopped, resting when idle and backing off on errors."""
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                busy = bool(await step())
-                failures = 0
-            except (BridgeError, RedisError) as e:
-                log.error("delivery.loop_failed", sink=worker.sink.name, error=str(e))
-                busy, failures = False, failures + 1
-            if not busy:
-                pause = (
-                    min(_MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 6))
-                    if failures
-                    else _IDLE_DELIVERY_S
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), pause)
+        await self.loops.attempt(f"drain:{worker.sink.name}", drain, sink=worker.sink.name)
 
     async def _deliver_step(self, worker: SinkWorker) -> bool:
         return await worker.step()
 
-    # -- stats ----------------------------------------------------------------------------
+    # -- Redis and stats ------------------------------------------------------------------
 
-    async def _stats_loop(self) -> None:
-        while not self._stop.is_set():
-            await self.refresh_stats()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.timing.stats_interval_s)
+    async def _stats_step(self) -> bool:
+        await self.refresh_stats()
+        return False
+
+    async def _trim_step(self) -> bool:
+        dropped = await self.store.trim_outbox(keep=[w.sink.name for w in self.workers])
+        log.debug("outbox.trimmed", entries=dropped)
+        return False
+
+    async def check_redis_data(self) -> bool:
+        """Whether Redis lost the bridge's data since the last look; if so, recover from it.
+
+        The first look writes the marker (`keys.marker`) if there is none. Recovering
+        recreates every sink's consumer group; the scopes, whose state is gone too,
+        baseline again by their `first_sync` at their next sweep.
+        """
+        async with self._checking_data:
+            if self._marker is None:
+                self._marker = await self.store.ensure_marker()
+                return False
+            if await self.store.marker() == self._marker:
+                return False
+            metrics.REDIS_DATA_LOST.inc()
+            log.error(
+                "redis.data_lost",
+                error="Redis lost the bridge's data (restart without persistence, failover "
+                "to an empty replica, or a flush); changes made in Absorb since the last "
+                "sweep before the loss may have been missed, and undelivered events are gone",
+                hint="scopes baseline again; run `absorb-bridge resync` after checking Redis's "
+                "persistence (appendonly yes, maxmemory-policy noeviction)",
+            )
+            self._marker = await self.store.ensure_marker()
+            for worker in self.workers:
+                await worker.setup()
+            return True
+
+    async def _regroup(self, worker: SinkWorker) -> None:
+        """A sink's consumer group is gone: recover all if Redis lost its data, else the group."""
+        if not await self.check_redis_data():
+            log.warning("sink.group_recreated", sink=worker.sink.name)
+            await worker.setup()
+
+    async def _check_settings(self) -> None:
+        """Warn, once, when Redis's settings can lose the bridge's data."""
+        if self._settings_checked:
+            return
+        settings = await self.store.redis_settings()
+        self._settings_checked = True
+        if settings is None:
+            log.warning(
+                "redis.settings_unchecked",
+                reason="CONFIG GET is refused; make sure Redis has appendonly yes and "
+                "maxmemory-policy noeviction",
+            )
+            return
+        risks = redis_risks(settings)
+        if risks:
+            log.warning("redis.data_at_risk", problems=risks)
 
     async def refresh_stats(self) -> None:
-        """Check Redis and set the gauges that need a look at Redis (lag, backlogs, queues)."""
+        """Check Redis (reachable, settings, data not lost) and set the gauges that need it."""
         try:
             await self.store.redis.ping()
             self.health["redis"] = "ok"
+            await self._check_settings()
+            await self.check_redis_data()
             metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
             for feed in self.feeds:
                 name = feed.spec.name
@@ -435,10 +602,11 @@ def _worker(
         schedule=options.schedule_s,
         max_in_flight=options.max_in_flight,
         rate_limit_per_s=options.rate_limit_per_s,
+        max_dead_letters=options.max_dead_letters,
     )
 
 
-async def _finish(tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None:
+async def _finish(tasks: Sequence[asyncio.Task[Any]], timeout_s: float) -> None:
     """Wait for tasks up to a timeout, then cancel the rest."""
     if not tasks:
         return

@@ -437,6 +437,34 @@ class Store:
             (_text(i), {_text(k): _text(v) for k, v in (f or {}).items()}) for i, f in entries or []
         ]
 
+    # -- the data set itself --------------------------------------------------------------
+
+    async def ensure_marker(self) -> str:
+        """This data set's marker: a random value written if there is none, then read back."""
+        value = await self.redis.eval(
+            "redis.call('set', KEYS[1], ARGV[1], 'NX') return redis.call('get', KEYS[1])",
+            1,
+            keys.marker(self.prefix),
+            secrets.token_hex(8),
+        )
+        return _text(value)
+
+    async def marker(self) -> str | None:
+        """The data set's marker, None if there is none (never written, or the data was lost)."""
+        value = await self.redis.get(keys.marker(self.prefix))
+        return None if value is None else _text(value)
+
+    async def redis_settings(self) -> dict[str, str] | None:
+        """Redis's `appendonly`, `save` and `maxmemory-policy`; None if CONFIG is refused."""
+        settings: dict[str, str] = {}
+        try:
+            for name in ("appendonly", "save", "maxmemory-policy"):
+                reply = await self.redis.config_get(name)
+                settings.update({_text(k): _text(v) for k, v in reply.items()})
+        except ResponseError:  # CONFIG disabled or renamed, as managed services do
+            return None
+        return settings
+
 
 def _stream_id(text: str) -> tuple[int, int]:
     ms, _, seq = text.partition("-")
@@ -449,3 +477,20 @@ def _raw(value: bytes | str) -> bytes:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_risks(settings: dict[str, str]) -> list[str]:
+    """What in Redis's settings can lose the bridge's data: no persistence, evicting keys."""
+    risks: list[str] = []
+    if settings.get("appendonly", "no") != "yes" and not settings.get("save", "").strip():
+        risks.append(
+            "Redis persists nothing (appendonly no, save ''): a restart loses every snapshot "
+            "and queued event; set appendonly yes"
+        )
+    policy = settings.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        risks.append(
+            f"Redis maxmemory-policy is {policy}: it may evict snapshots and queued events "
+            "when memory runs out; set maxmemory-policy noeviction"
+        )
+    return risks

@@ -60,7 +60,9 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
             page_size=config.absorb.page_size,
             delivery=delivery_options(config),
         )
-        server, port = await health.serve(bridge.readiness, config.http.host, config.http.port)
+        server, port = await health.serve(
+            bridge.readiness, config.http.host, config.http.port, liveness=bridge.liveness
+        )
         log.info(
             "bridge.starting",
             feeds=len(config.feeds),

@@ -42,6 +42,9 @@ from bridge.sinks.http import HttpSink
 from bridge.sinks.stdout import StdoutSink
 from bridge.store import Store
 
+#: The longest a Redis call may take; no call of the bridge blocks server-side.
+_REDIS_TIMEOUT_S = 60.0
+
 
 def load(prog: str, path_arg: str | None, env: Mapping[str, str] | None = None) -> Config | int:
     """The config, or an exit code after printing every problem (1) or the usage error (2)."""
@@ -183,7 +186,10 @@ class Parts:
 @asynccontextmanager
 async def connect(config: Config) -> AsyncIterator[Parts]:
     """Redis, the Absorb client (sharing its token through Redis) and the store; closed on exit."""
-    redis = aioredis.Redis.from_url(config.redis.url)
+    # A call on a connection that went silent fails after a while instead of wedging its loop.
+    redis = aioredis.Redis.from_url(
+        config.redis.url, socket_timeout=_REDIS_TIMEOUT_S, socket_connect_timeout=10.0
+    )
     absorb = config.absorb
     cache = RedisTokenCache(
         redis, prefix=config.redis.prefix, base_url=absorb.base_url, username=absorb.username
