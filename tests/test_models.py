@@ -25,6 +25,7 @@ from bridge.absorb.models import (
     SessionEnrollment,
     Status,
     as_utc,
+    parse_timestamp,
     record_validator,
 )
 from bridge.errors import AbsorbResponseError
@@ -218,3 +219,43 @@ def test_record_validator_agrees_with_the_model(
         expected = getattr(parsed, name)
         got = values.get(info.alias or name)
         assert (as_utc(got) if isinstance(got, datetime) else got) == expected, name
+
+
+@pytest.mark.parametrize("model", [CourseEnrollment, LessonEnrollment, SessionEnrollment])
+def test_a_status_absorb_added_is_read_as_its_number(model: type[AbsorbModel]) -> None:
+    """A status outside the enum is a new status, not an error: kept as its number."""
+    known = model.model_validate({"id": "e1", "status": 3})
+    added = model.model_validate({"id": "e1", "status": 13})
+    assert known.status is Status.Complete  # type: ignore[attr-defined]
+    assert added.status == 13  # type: ignore[attr-defined]
+    assert type(added.status) is int  # type: ignore[attr-defined]
+    assert record_validator(model).validate_python({"id": "e1", "status": 300})["status"] == 300
+
+
+def test_an_attempt_status_absorb_added_is_read_as_its_number() -> None:
+    """Attempts too: 1, 3 and 5 are `AttemptStatus`, any other whole number stays a number."""
+    assert Attempt.model_validate({"id": "a", "status": 5}).status is AttemptStatus.Failed
+    assert Attempt.model_validate({"id": "a", "status": 7}).status == 7
+
+
+def test_a_status_that_is_not_a_whole_number_is_refused() -> None:
+    """A wrong type is still an error, naming the field."""
+    with pytest.raises(ValidationError, match="status"):
+        CourseEnrollment.model_validate({"id": "e1", "status": "banana"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0001-01-01T00:00:00+01:00", datetime.min.replace(tzinfo=UTC)),
+        ("9999-12-31T23:59:59.9999999-05:00", datetime.max.replace(tzinfo=UTC)),
+        ("9999-12-31T23:59:59.9999999", datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("0001-01-01T00:00:00", datetime(1, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_dates_at_the_ends_of_the_calendar_are_read_without_overflow(
+    text: str, expected: datetime
+) -> None:
+    """A date UTC cannot hold (0001-01-01 east of it, 9999-12-31 west) is UTC's own end."""
+    assert CourseEnrollment.model_validate({"id": "e1", "dateEdited": text}).date_edited == expected
+    assert parse_timestamp(text) == expected

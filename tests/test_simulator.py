@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -188,6 +190,107 @@ async def test_control_api_forces_a_malformed_record(simulator: SimHandle) -> No
     await simulator.control("PATCH", f"records/{ce.id}", {"raw": None})
     _, body = await _get(simulator, f"/enrollments/{ce.id}", token)
     assert body["status"] == ce.status
+
+
+async def _get_text(sim: SimHandle, path: str, token: str) -> tuple[int, str]:
+    h = {**HEADERS, "Authorization": f"Bearer {token}"}
+    async with sim.http.get(f"{sim.url}{path}", headers=h) as r:
+        return r.status, await r.text()
+
+
+async def test_control_api_splices_raw_json_text_verbatim(simulator: SimHandle) -> None:
+    """`raw_json` texts reach the wire as written: 1e39, a lone surrogate, a left-out field."""
+    token = await _login(simulator)
+    ce = next(iter(simulator.sim.tenant.enrollments.values()))
+    raw_json = {"progress": "1e39", "fullName": '"Ada \\ud83d"', "score": "NaN", "jobTitle": ""}
+    await simulator.control("PATCH", f"records/{ce.id}", {"raw_json": raw_json})
+    status, text = await _get_text(simulator, f"/enrollments/{ce.id}", token)
+    assert status == 200
+    assert '"progress":1e39' in text
+    assert '"fullName":"Ada \\ud83d"' in text
+    assert '"score":NaN' in text
+    assert '"jobTitle"' not in text
+    await simulator.control("PATCH", f"records/{ce.id}", {"raw": None})
+    _, body = await _get(simulator, f"/enrollments/{ce.id}", token)
+    assert body["progress"] == ce.progress
+    assert "jobTitle" in body
+
+
+async def test_control_api_refuses_raw_json_that_is_not_text(simulator: SimHandle) -> None:
+    """A `raw_json` value must be a string of JSON text; anything else is a 400 naming it."""
+    ce = next(iter(simulator.sim.tenant.enrollments.values()))
+    url = f"{simulator.url}/_sim/records/{ce.id}"
+    async with simulator.http.patch(url, json={"raw_json": {"progress": 5}}) as r:
+        assert r.status == 400
+        assert "progress" in await r.text()
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "text"), [("404", 404, None), ("empty", 200, ""), ("not_array", 200, None)]
+)
+async def test_control_api_breaks_an_enrollments_drill_down_lists(
+    simulator: SimHandle, fault: str, status: int, text: str | None
+) -> None:
+    """`drill_down` makes only that enrollment's lesson, chapter and attempt lists fail."""
+    token = await _login(simulator)
+    enrollments = [e for e in simulator.sim.tenant.enrollments.values() if e.lessons]
+    ce, other = enrollments[0], enrollments[1]
+    await simulator.control("PATCH", f"records/{ce.id}", {"drill_down": fault})
+    lesson = ce.lessons[0].lesson.id
+    for path in (
+        f"/users/{ce.user.id}/enrollments/{ce.course.id}/lessons",
+        f"/users/{ce.user.id}/enrollments/{ce.course.id}/chapters",
+        f"/users/{ce.user.id}/enrollments/{ce.course.id}/lessons/{lesson}/attempts",
+    ):
+        got, body = await _get_text(simulator, path, token)
+        assert got == status
+        if text is not None:
+            assert body == text
+        elif status == 200:
+            assert body.startswith("{")
+    got, body = await _get_text(
+        simulator, f"/users/{other.user.id}/enrollments/{other.course.id}/lessons", token
+    )
+    assert (got, body[:1]) == (200, "[")
+    await simulator.control("PATCH", f"records/{ce.id}", {"drill_down": None})
+    got, body = await _get_text(
+        simulator, f"/users/{ce.user.id}/enrollments/{ce.course.id}/lessons", token
+    )
+    assert (got, body[:1]) == (200, "[")
+
+
+async def test_control_api_lists_a_record_twice(simulator: SimHandle) -> None:
+    """`duplicate` lists a course enrollment twice in a row in its course's pages."""
+    token = await _login(simulator)
+    course = _course(simulator)
+    ce = next(iter(simulator.sim.tenant.by_course[course].values()))
+    await simulator.control("PATCH", f"records/{ce.id}", {"duplicate": True})
+    _, page = await _get(simulator, f"/courses/{course}/enrollments?_limit=1000", token)
+    ids = [e["id"] for e in page["enrollments"]]
+    assert ids.count(ce.id) == 2
+    assert ids.index(ce.id) + 1 == len(ids) - ids[::-1].index(ce.id) - 1
+
+
+async def test_control_api_forces_a_malformed_course(simulator: SimHandle) -> None:
+    """`PATCH /_sim/courses/{id}` puts raw values into that course of `GET /courses`."""
+    token = await _login(simulator)
+    course = next(iter(simulator.sim.tenant.courses))
+    await simulator.control("PATCH", f"courses/{course}", {"raw": {"courseType": 5}})
+    _, page = await _get(simulator, "/courses?_limit=1000", token)
+    types = {c["id"]: c["courseType"] for c in page["courses"]}
+    assert types[course] == 5
+    assert all(isinstance(v, str) for k, v in types.items() if k != course)
+
+
+async def test_replies_carry_absorbs_clock_in_the_date_header(simulator: SimHandle) -> None:
+    """The `Date` header is the simulated clock's, so a client learns Absorb's "now" from it."""
+    await simulator.control("POST", "clock", {"skew_s": 86_400 * 400})
+    token = await _login(simulator)
+    h = {**HEADERS, "Authorization": f"Bearer {token}"}
+    async with simulator.http.get(f"{simulator.url}/courses", headers=h) as r:
+        sent = email.utils.parsedate_to_datetime(r.headers["Date"])
+    assert abs((sent - simulator.sim.clock.now()).total_seconds()) < 5
+    assert sent.year >= datetime.now(UTC).year + 1
 
 
 async def test_control_api_sets_status_and_logs_the_change(simulator: SimHandle) -> None:
