@@ -6,10 +6,12 @@ verifies signatures; time moves through `bridge.clock`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from bridge import clock, keys
+from bridge.commands.status import status
 from bridge.config import HttpSinkConfig
 from bridge.delivery import Circuit, SinkWorker
 from bridge.metrics import REGISTRY
@@ -172,7 +175,9 @@ async def test_quarantine_keeps_its_cap_by_dropping_the_longest_quarantined(
     assert sorted(order) == [b"r1", b"r4", b"r5"]
 
 
-async def test_dead_letters_keep_their_cap_by_dropping_the_oldest(redis: aioredis.Redis) -> None:
+async def test_dead_letters_keep_their_cap_by_dropping_the_oldest(
+    redis: aioredis.Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A sink whose receiver refuses everything keeps only its newest `max_dead_letters`
     dead letters; the older ones are dropped and counted, in status and in a metric."""
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -209,3 +214,17 @@ async def test_dead_letters_keep_their_cap_by_dropping_the_oldest(redis: aioredi
     counts = await worker.queue.counts()
     assert (counts["dead_lettered"], counts["dead_letters_dropped"]) == (3, 5)
     assert _counted("dead_letters_dropped", sink=name) == before + 5
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        f"""
+absorb: {{base_url: "http://127.0.0.1:9", api_key: k, username: u, password: p}}
+redis: {{url: "{redis_url}", prefix: {store.prefix}}}
+feeds: [{{name: courses, resource: course_enrollments}}]
+sinks: [{{name: {name}, type: http, url: "{url}", secret: "{secret}", max_dead_letters: 3}}]
+routes: [{{sinks: [{name}]}}]
+"""
+    )
+    capsys.readouterr()  # what the delivery logged so far
+    assert await asyncio.to_thread(status, str(config), as_json=True) == 0
+    shown = json.loads(capsys.readouterr().out)["sinks"][0]
+    assert (shown["dead_lettered"], shown["dead_letters_dropped"]) == (3, 5)

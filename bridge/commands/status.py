@@ -28,7 +28,8 @@ def status(path_arg: str | None, *, as_json: bool = False) -> int:
 async def _collect(config: Config) -> dict[str, Any]:
     async with connect(config) as parts:
         store = parts.store
-        feeds = [await _feed(store, f.name) for f in config.feeds]
+        dropped = await store.dropped_counts()
+        feeds = [await _feed(store, f.name, dropped) for f in config.feeds]
         sinks = []
         for sink in config.sinks:
             queue = DeliveryQueue(parts.redis, store.prefix, sink.name)
@@ -45,12 +46,13 @@ async def _collect(config: Config) -> dict[str, Any]:
         return {
             "now": format_rfc3339(clock.now()),
             "outbox": await store.outbox_length(),
+            "sink_groups_dropped": dropped.get("sink_groups", 0),
             "feeds": feeds,
             "sinks": sinks,
         }
 
 
-async def _feed(store: Store, name: str) -> dict[str, Any]:
+async def _feed(store: Store, name: str, dropped: dict[str, int]) -> dict[str, Any]:
     now = clock.now()
     scopes = []
     for key in await store.known_scopes(name):
@@ -73,6 +75,7 @@ async def _feed(store: Store, name: str) -> dict[str, Any]:
         "name": name,
         "scopes": scopes,
         "max_lag_s": max(lags) if lags else None,
+        "quarantine_dropped": dropped.get(f"quarantine:{name}", 0),
         "quarantined": [
             {"key": k, **{f: v for f, v in json.loads(v).items() if f != "raw"}}
             for k, v in sorted(quarantined.items())
@@ -88,6 +91,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"feed {feed['name']}: {len(feed['scopes'])} scopes, "
             f"max lag {_age(lag)}, {len(feed['quarantined'])} quarantined"
+            + (
+                f" ({feed['quarantine_dropped']} oldest dropped)"
+                if feed["quarantine_dropped"]
+                else ""
+            )
         )
         lines.append(f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'every':>7}  next / error")
         for s in feed["scopes"]:
@@ -100,12 +108,18 @@ def render(report: dict[str, Any]) -> str:
         lines.append("")
     lines.append(
         f"  {'sink':<24} {'type':<14} {'backlog':>8} {'queued':>7} {'retrying':>9} {'dead':>6}"
+        f" {'dropped':>8}"
     )
     for sink in report["sinks"]:
         lines.append(
             f"  {sink['name']:<24} {sink['type']:<14} {sink['backlog']:>8} {sink['queued']:>7} "
-            f"{sink['retrying']:>9} {sink['dead_lettered']:>6}"
+            f"{sink['retrying']:>9} {sink['dead_lettered']:>6} {sink['dead_letters_dropped']:>8}"
             + (f"  DISABLED: {sink['disabled']}" if sink["disabled"] else "")
+        )
+    if report["sink_groups_dropped"]:
+        lines.append(
+            f"  {report['sink_groups_dropped']} outbox group(s) of removed sinks dropped"
+            " after their grace period"
         )
     return "\n".join(lines)
 

@@ -162,7 +162,7 @@ def build_sink(sink: SinkConfig, config: Config) -> Sink:
 
 
 def delivery_options(config: Config) -> dict[str, DeliveryOptions]:
-    """Per sink: its retry schedule, concurrency and rate limit."""
+    """Per sink: its retry schedule, concurrency, rate limit and dead-letter cap."""
     options: dict[str, DeliveryOptions] = {}
     for sink in config.sinks:
         schedule = getattr(sink, "retry_schedule_s", None)
@@ -170,6 +170,7 @@ def delivery_options(config: Config) -> dict[str, DeliveryOptions]:
             schedule_s=tuple(schedule) if schedule else DEFAULT_SCHEDULE_S,
             max_in_flight=getattr(sink, "max_in_flight", 8),
             rate_limit_per_s=getattr(sink, "rate_limit_per_s", None),
+            max_dead_letters=sink.max_dead_letters,
         )
     return options
 
@@ -207,7 +208,13 @@ async def connect(config: Config) -> AsyncIterator[Parts]:
     )
     client = AbsorbClient(transport, page_size=absorb.page_size)
     try:
-        yield Parts(redis, client, Store(redis, config.redis.prefix))
+        store = Store(
+            redis,
+            config.redis.prefix,
+            max_quarantined=config.redis.max_quarantined,
+            removed_sink_grace_s=config.redis.removed_sink_grace_s,
+        )
+        yield Parts(redis, client, store)
     finally:
         await client.close()
         await redis.aclose()
