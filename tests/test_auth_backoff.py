@@ -15,7 +15,7 @@ from bridge import clock, health
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.login_guard import LoginPolicy
 from bridge.absorb.token_cache import MemoryTokenCache, RedisTokenCache, TokenCache
-from bridge.errors import AbsorbAuthError
+from bridge.errors import AbsorbAuthError, BridgeError
 from bridge.feeds import FeedSpec
 from bridge.service import Bridge
 from bridge.store import Store
@@ -183,4 +183,16 @@ async def test_a_refused_login_makes_the_bridge_not_ready_with_the_reason(
     assert report["ready"] is False
     assert "Absorb refused the username, password or API key" in report["checks"]["absorb"]
     assert _wait_s(report["checks"]["absorb"]) > 0
+    assert "check the absorb settings" in report["checks"]["absorb"]
     assert WRONG not in str(report)
+
+
+def test_the_default_back_off_doubles_from_half_a_minute_to_ten() -> None:
+    """30 s, 1, 2, 4, 8 min, then 10 min for as long as the credentials stay wrong."""
+    policy = LoginPolicy()
+    assert policy.backoffs_ms() == [30_000, 60_000, 120_000, 240_000, 480_000, 600_000]
+    assert policy.backoff_s(50) == 600
+    with pytest.raises(BridgeError, match="backoff_cap_s is below backoff_base_s"):
+        LoginPolicy(backoff_base_s=60, backoff_cap_s=30)
+    with pytest.raises(BridgeError, match="must be positive"):
+        LoginPolicy(backoff_base_s=0)

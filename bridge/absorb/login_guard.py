@@ -29,11 +29,12 @@ from redis.asyncio import Redis
 from bridge import clock
 from bridge.absorb.paths import Op
 from bridge.absorb.timefmt import format_rfc3339
-from bridge.errors import AbsorbAuthError
+from bridge.errors import AbsorbAuthError, BridgeError
 
 Login = Callable[[], Awaitable[str]]
 
 _ENDPOINT = f"{Op.AUTHENTICATE.route.method} {Op.AUTHENTICATE.route.path()}"
+_REFUSED_CREDENTIALS = "Absorb refused the username, password or API key"
 #: How long refusals in a row are remembered when nobody tries again.
 _FORGET_MS = 24 * 3600 * 1000
 
@@ -46,6 +47,12 @@ class LoginPolicy:
     window_s: float = 60.0
     backoff_base_s: float = 30.0
     backoff_cap_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not (self.max_logins >= 1 and self.window_s > 0 and self.backoff_base_s > 0):
+            raise BridgeError(f"{self}: every number must be positive")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise BridgeError(f"{self}: backoff_cap_s is below backoff_base_s")
 
     def backoff_s(self, refusals: int) -> float:
         """The wait after `refusals` refusals in a row: doubling from the base, up to the cap."""
@@ -80,14 +87,16 @@ class Wait:
                 "locked out",
             )
         times = "once" if self.refusals == 1 else f"{self.refusals} times in a row"
-        head = "Absorb refused the username, password or API key"
-        if refused is not None:
-            head = _detail(refused)
+        message = (
+            f"{_REFUSED_CREDENTIALS}, {times}; the next login goes at {when} (in {in_s:.0f}s), "
+            "not before, so that the admin user is not locked out: check the absorb settings"
+        )
+        if refused is None:
+            return AbsorbAuthError(_ENDPOINT, message)
+        # What Absorb said goes last: health reports cut long messages short.
+        said = _detail(refused).removeprefix(_REFUSED_CREDENTIALS).lstrip("; ")
         return AbsorbAuthError(
-            refused.endpoint if refused is not None else _ENDPOINT,
-            f"{head}, {times}; the next login goes at {when} (in {in_s:.0f}s), not before, "
-            "so that the admin user is not locked out: check the absorb settings",
-            status=refused.status if refused is not None else None,
+            refused.endpoint, f"{message}; {said}" if said else message, status=refused.status
         )
 
 

@@ -184,7 +184,7 @@ class AbsorbTransport:
         except _Unauthorized as e:
             raise AbsorbAuthError(
                 e.endpoint,
-                f"Absorb refused the username, password or API key (it said: {e.said})",
+                f"Absorb refused the username, password or API key; it said: {e.said}",
                 status=e.status,
             ) from None
         if not isinstance(token, str) or not token:
