@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bridge.absorb.models import Status
@@ -647,3 +647,47 @@ def test_tracked_fields_follow_the_snapshot_layout() -> None:
     from bridge.diff import _TRACKED
 
     assert tuple(attr for attr, _ in _TRACKED) == Snapshot._fields[1:7]
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
+    | st.sampled_from(
+        [
+            "9999-12-31T23:59:59.9999999-05:00",
+            "0001-01-01T00:00:00+14:00",
+            "9999999999.00:00:00",
+            "-10675199.02:48:05",
+            "1e39",
+            "\ud83d",
+            "",
+        ]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_FIELDS = [*_enrollment(), "timeSpent", "timeSpentTicks", "credits", "dateDue", "attempts"]
+
+
+@settings(max_examples=400)
+@given(st.sampled_from(list(Kind)), st.dictionaries(st.sampled_from(_FIELDS), _json_values))
+def test_any_record_is_read_or_refused_and_whatever_is_read_packs_and_encodes(
+    kind: Kind, forced: dict[str, Any]
+) -> None:
+    """Whatever a field holds, observe() reads the record or raises Unreadable, nothing else.
+
+    A record it reads always packs into a snapshot and makes an event that is UTF-8 JSON.
+    """
+    raw = {**_enrollment(), **forced}
+    try:
+        seen = observe(kind, raw)
+    except Unreadable:
+        return
+    assert len(seen.snapshot().pack()) == 35
+    (change,) = diff(None, seen, emit_created=True, progress_events=False).changes
+    json.loads(encode(cloud_event(SOURCE, change)).decode("utf-8"))

@@ -105,7 +105,12 @@ def _as_utc(value: datetime) -> datetime:
 
 
 def _to_timespan(value: Any) -> Any:
-    return timefmt.parse_timespan(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    try:
+        return timefmt.parse_timespan(value)
+    except OverflowError:  # pydantic reports a ValueError as the field's error; this not
+        raise ValueError(f"TimeSpan beyond what it can hold: {value[:40]!r}") from None
 
 
 #: Parsed by pydantic's compiled parser (seven fractional digits: the seventh is dropped);
