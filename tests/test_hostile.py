@@ -21,8 +21,10 @@ import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
 from bridge import metrics
+from bridge.absorb.client import _raw_page
 from bridge.absorb.models import Status
 from bridge.config.values import StatusName
+from bridge.errors import AbsorbResponseError
 from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes
 from bridge.keys import snapshot_buckets
 from bridge.routes import Route, sinks_for
@@ -381,3 +383,44 @@ def test_routes_and_config_take_the_name_of_a_new_status() -> None:
     assert names.validate_python("Unknown(13)") == "Unknown(13)"
     with pytest.raises(ValueError, match="unknown status"):
         names.validate_python("Unknown(thirteen)")
+
+
+@pytest.mark.parametrize(
+    ("counters", "total", "returned"),
+    [
+        ({"totalItems": 7, "returnedItems": 2, "limit": 2, "offset": 1}, 7, 2),
+        ({"totalItems": None, "returnedItems": "2", "limit": 2.0, "offset": 1}, 5, 2),
+        ({"totalItems": "lots", "limit": True}, 5, 2),
+        ({"totalItems": -3, "returnedItems": -1}, 5, 2),
+    ],
+)
+def test_a_page_is_read_by_its_array_whatever_its_counters_say(
+    counters: dict[str, Any], total: int, returned: int
+) -> None:
+    """Missing or wrong counters are taken from the request; an unknown total pages on."""
+    page = _raw_page(
+        {"enrollments": [{"id": "a"}, {"id": "b"}], **counters},
+        "enrollments",
+        "GET /x",
+        [],
+        limit=2,
+        offset=1,
+    )
+    assert (page.total_items, page.returned_items, page.limit, page.offset) == (
+        total,
+        returned,
+        2,
+        1,
+    )
+    assert page.items == [{"id": "a"}, {"id": "b"}]
+
+
+def test_a_null_array_is_an_empty_page_and_a_missing_one_an_error() -> None:
+    """`"enrollments": null` is an empty page; no array at all, or an object, names the key."""
+    empty = _raw_page(
+        {"enrollments": None, "totalItems": 0}, "enrollments", "GET /x", [], limit=5, offset=0
+    )
+    assert (empty.items, empty.total_items) == ([], 0)
+    for body in ({"totalItems": 0}, {"enrollments": {"id": "a"}}):
+        with pytest.raises(AbsorbResponseError, match="'enrollments' is"):
+            _raw_page(body, "enrollments", "GET /x", [], limit=5, offset=0)

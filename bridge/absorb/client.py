@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -167,7 +167,9 @@ class AbsorbClient:
             data = await self.transport.request(
                 op, ids=ids, params={**(params or {}), "_limit": limit, "_offset": offset}
             )
-            page = _raw_page(data, items_key, endpoint, self.transport.secrets())
+            page = _raw_page(
+                data, items_key, endpoint, self.transport.secrets(), limit=limit, offset=offset
+            )
             yield page
             seen = offset * limit + len(page.items)
             if len(page.items) < limit or seen >= page.total_items:
@@ -554,24 +556,51 @@ def _endpoint(op: Op, ids: Mapping[str, str] | None) -> str:
     return f"{op.route.method} {op.route.path(**(ids or {}))}"
 
 
-def _raw_page(data: Any, items_key: str, endpoint: str, secrets: Sequence[str]) -> RawPage:
+def _raw_page(
+    data: Any, items_key: str, endpoint: str, secrets: Sequence[str], *, limit: int, offset: int
+) -> RawPage:
+    """A page read leniently: only its array must be there.
+
+    A null array is an empty page (as a .NET serializer writes an empty collection).
+    Counters that are missing or not whole numbers are taken from the request and the
+    array; an unknown `totalItems` lets paging go on while pages come back full.
+    """
     if not isinstance(data, dict):
         raise AbsorbResponseError(
             endpoint, f"expected a page object: {excerpt(repr(data), secrets)}"
         )
-    try:
-        items = data[items_key]
-        page = RawPage(
-            total_items=int(data["totalItems"]),
-            returned_items=int(data["returnedItems"]),
-            limit=int(data["limit"]),
-            offset=int(data["offset"]),
-            items=items,
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise AbsorbResponseError(
-            endpoint, f"page is missing or has a bad {e}: {excerpt(repr(data), secrets)}"
-        ) from None
+    items = data.get(items_key)
+    if items is None and items_key in data:
+        items = []
     if not isinstance(items, list):
-        raise AbsorbResponseError(endpoint, f"'{items_key}' is not an array")
-    return page
+        shown = "missing" if items is None else f"a {type(items).__name__}, not an array"
+        raise AbsorbResponseError(
+            endpoint, f"'{items_key}' is {shown}: {excerpt(repr(data), secrets)}"
+        )
+    limit = _count(data.get("limit")) or limit
+    offset = _count(data.get("offset"), offset)
+    total = _count(data.get("totalItems"))
+    if total is None:
+        total = offset * limit + len(items) + (1 if len(items) >= limit else 0)
+    return RawPage(
+        total_items=total,
+        returned_items=_count(data.get("returnedItems"), len(items)),
+        limit=limit,
+        offset=offset,
+        items=items,
+    )
+
+
+@overload
+def _count(value: Any) -> int | None: ...
+@overload
+def _count(value: Any, default: int) -> int: ...
+def _count(value: Any, default: int | None = None) -> int | None:
+    """A page counter: a whole number of zero or more, else `default`."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else default
