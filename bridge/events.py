@@ -30,10 +30,6 @@ def event_type(change: Change) -> str:
 _TYPES = {(kind, c): f"absorb.{kind.name}.{c}" for kind in Kind for c in get_args(ChangeKind)}
 
 
-#: The `previousstatus` of a snapshot whose status was outside 0..253 (`STATUS_OUT_OF_RANGE`).
-OUT_OF_RANGE_NAME = "Unknown(out of range)"
-
-
 def status_name(value: int | None) -> str | None:
     """Absorb's name of a status number; `Unknown(N)` for a number outside its enum."""
     if value is None:
@@ -43,7 +39,9 @@ def status_name(value: int | None) -> str | None:
 
 def _kept_status_name(value: int) -> str:
     # A snapshot keeps every status beyond 253 as one value, so the number is lost.
-    return OUT_OF_RANGE_NAME if value == STATUS_OUT_OF_RANGE else models.status_name(value)
+    if value == STATUS_OUT_OF_RANGE:
+        return models.OUT_OF_RANGE_STATUS
+    return models.status_name(value)
 
 
 def event_id(source: str, change: Change, *, time: str | None = None) -> str:

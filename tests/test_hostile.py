@@ -381,6 +381,7 @@ def test_routes_and_config_take_the_name_of_a_new_status() -> None:
     assert sinks_for([route], {**event, "status": "Complete"}, feed="f", course_id="c") == set()
     names: TypeAdapter[str] = TypeAdapter(StatusName)
     assert names.validate_python("Unknown(13)") == "Unknown(13)"
+    assert names.validate_python("Unknown(out of range)") == "Unknown(out of range)"
     with pytest.raises(ValueError, match="unknown status"):
         names.validate_python("Unknown(thirteen)")
 

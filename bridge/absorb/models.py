@@ -66,9 +66,17 @@ def status_name(value: int) -> str:
         return f"Unknown({value})"
 
 
+#: How events name a status a snapshot kept as out of range (any number beyond 0..253).
+OUT_OF_RANGE_STATUS = "Unknown(out of range)"
+
+
 def is_status_name(text: str) -> bool:
-    """Whether `text` names a status as events do: a member of `Status`, or `Unknown(N)`."""
-    return text in Status.__members__ or _UNKNOWN_STATUS.fullmatch(text) is not None
+    """Whether `text` names a status as events do: a `Status`, `Unknown(N)` or out of range."""
+    return (
+        text in Status.__members__
+        or text == OUT_OF_RANGE_STATUS
+        or _UNKNOWN_STATUS.fullmatch(text) is not None
+    )
 
 
 def _known_status(value: int) -> int:
