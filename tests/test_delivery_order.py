@@ -145,3 +145,65 @@ async def test_two_replicas_a_filtered_route_and_a_kill_mid_batch_keep_each_enro
     assert receiver.problems == []
     assert {e["id"] for e in receiver.accepted} == wanted_ids
     assert _order(receiver.accepted) == _order(wanted)
+
+
+async def test_a_replica_paused_past_its_lease_queues_nothing_when_it_wakes(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, moved_clock: None
+) -> None:
+    """Replica a stalls between reading a batch and queueing it for longer than its feeder
+    lease; b takes over and queues that batch and the next. When a wakes, its queueing is
+    refused, so nothing is queued twice or behind newer events, and a feeds again only
+    after b's lease runs out."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    receiver = Receiver(secrets=[secret])
+    url = await receiver.start()
+    prefix = f"order-{secrets.token_hex(3)}"
+    store = Store(redis, prefix)
+    a, b = (_replica(redis, prefix, url, secret, name) for name in ("a", "b"))
+    for replica in (a, b):
+        await replica.setup()
+        await replica.sink.start()
+    events = sample_events(120, subjects=30)
+    await put_events(store, events)
+    wanted = [e for e in events if e["status"] in WANTED]
+    gate, paused = asyncio.Event(), asyncio.Event()
+    route_of_a = a.queue.route
+    refused: list[bool] = []
+
+    async def stalls(*args: Any, **kwargs: Any) -> Any:
+        paused.set()
+        await gate.wait()
+        done = await route_of_a(*args, **kwargs)
+        refused.append(not done)
+        return done
+
+    monkeypatch.setattr(a.queue, "route", stalls)
+    try:
+        feeding = asyncio.create_task(a.feed_once())
+        await asyncio.wait_for(paused.wait(), 10)
+        assert await b.feed_once() == 0  # a's lease still holds
+        clock.set_offset(11.0)  # a's 10 s lease has run out; b takes over
+        assert await b.feed_once() == 40  # what a read and never queued, first
+        assert await b.feed_once() == 40
+        gate.set()
+        assert await feeding == 0
+        assert refused == [True]
+        assert await a.feed_once() == 0  # b holds the lease now
+        queued = await redis.hlen(b.queue.entries)
+        assert queued == len([e for e in wanted if int(e["id"], 16) < 80])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while len(set(receiver.ids())) < len(wanted):
+            assert loop.time() < deadline, "delivery did not settle in time"
+            moved = await b.feed_once()
+            moved += sum(await asyncio.gather(a.deliver_once(), b.deliver_once()))
+            if not moved:
+                await asyncio.sleep(0.02)
+    finally:
+        gate.set()
+        await a.sink.close()
+        await b.sink.close()
+        await receiver.stop()
+    assert receiver.problems == []
+    assert sorted(receiver.ids()) == sorted(e["id"] for e in wanted)  # each once
+    assert _order(receiver.accepted) == _order(wanted)
