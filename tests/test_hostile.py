@@ -231,6 +231,11 @@ async def _check_lone_surrogate(t: Tenant) -> None:
     assert event["data"]["current"]["fullName"] == "Ada \ufffd"  # repaired in the event
 
 
+async def _check_not_utf8(t: Tenant) -> None:
+    event = await _one_status_change(t)
+    assert event["data"]["current"]["fullName"] == "Ada \ufffd\ufffd\ufffd\ufffd"
+
+
 async def _check_duplicate(t: Tenant) -> None:
     await _one_status_change(t)
 
@@ -308,6 +313,10 @@ CASES = {
         _changed(raw_json={"dateCompleted": '"0001-01-01T00:00:00+01:00"'}), _check_zone_past_utc
     ),
     "lone surrogate": Case(_changed(raw_json={"fullName": '"Ada \\ud83d"'}), _check_lone_surrogate),
+    # \udcXX is how the simulator is told to send the raw byte XX (surrogateescape).
+    "bytes that are not UTF-8": Case(
+        _changed(raw_json={"fullName": '"Ada \udcff\udced\udca0\udcbd"'}), _check_not_utf8
+    ),
     "duplicate id": Case(_changed(duplicate=True), _check_duplicate),
     "wrong type": Case(_stamped(raw={"progress": "lots"}), _check_wrong_type),
     "null id": Case(_stamped(raw={"id": None}), _check_bad_id('"id": null')),

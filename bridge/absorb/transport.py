@@ -311,7 +311,9 @@ class AbsorbTransport:
         except orjson.JSONDecodeError:
             pass  # orjson refuses some valid JSON (integers beyond 64 bits): ask the stdlib
         try:
-            return json.loads(raw)
+            # Bytes that are not UTF-8 become lone surrogates: a record's strange string,
+            # which the sweep handles per record, rather than a page that cannot be read.
+            return json.loads(raw.decode("utf-8", "surrogateescape"))
         except json.JSONDecodeError as e:
             text = _text(raw)
             message = (

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from bridge.absorb.timefmt import format_datetime, parse_datetime
 from bridge.simulator.records import DRILL_DOWN_FAULTS, CourseEnrollmentRec, RawJson
-from bridge.simulator.server import Simulator, json_response
+from bridge.simulator.server import Simulator, dumps, json_response
 from bridge.simulator.tenant import Record, SimError
 
 _SETTABLE_FIELDS = {"status", "progress", "score", "dateEdited", "dateCompleted", "isActive"}
@@ -137,7 +137,7 @@ class Control:
 
     async def get_record(self, request: web.Request) -> web.Response:
         """Any enrollment (course, lesson, chapter, session) by id, as Absorb renders it."""
-        return json_response(self._record(request).to_json())
+        return _rendered(self._record(request).to_json())
 
     async def patch_record(self, request: web.Request) -> web.Response:
         """Set fields: `{"set": {...}}` edits and stamps; `raw` and `raw_json` force JSON values.
@@ -173,7 +173,7 @@ class Control:
         if "raw" in body or "raw_json" in body:
             rec.overrides = _overrides(body, rec.overrides)
             self.sim.tenant.touch_record(rec)
-        return json_response(rec.to_json())
+        return _rendered(rec.to_json())
 
     def _set_drill_down_fault(self, rec: Record, fault: Any) -> None:
         if not isinstance(rec, CourseEnrollmentRec):
@@ -191,7 +191,7 @@ class Control:
             raise web.HTTPNotFound(text=f"no course {request.match_info['id']}")
         course.overrides = _overrides(await self._body(request), course.overrides)
         self.sim.tenant.touch("courses")
-        return json_response(course.to_json())
+        return _rendered(course.to_json())
 
     def _apply(self, rec: Record, fields: dict[str, Any]) -> None:
         t = self.sim.tenant
@@ -267,3 +267,9 @@ def _overrides(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str
         raise web.HTTPBadRequest(text=f"raw_json values must be JSON text strings: {bad}")
     merged = {**(current or {}), **raw, **{name: RawJson(t) for name, t in texts.items()}}
     return merged or None
+
+
+def _rendered(body: dict[str, Any]) -> web.Response:
+    """A record as the API renders it, for a test to read: raw bytes shown as `\\udcXX`."""
+    text = dumps(body).encode("utf-8", "backslashreplace")
+    return web.Response(body=text, content_type="application/json", charset="utf-8")

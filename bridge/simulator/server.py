@@ -159,7 +159,7 @@ class Simulator:
 
     def _malform(self, response: web.StreamResponse) -> web.StreamResponse:
         body = response.body if isinstance(response, web.Response) else None
-        text = body.decode() if isinstance(body, bytes) else ""
+        text = body.decode(errors="replace") if isinstance(body, bytes) else ""
         if len(text) > 2 and self.fault_rng.random() < 0.7:
             cut = text[: self.fault_rng.randint(1, len(text) - 1)]
         else:
@@ -168,8 +168,13 @@ class Simulator:
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    """A compact JSON reply, as Absorb sends; `RawJson` values are written as their text."""
-    return web.Response(status=status, text=dumps(data), content_type="application/json")
+    """A compact JSON reply, as Absorb sends; `RawJson` values are written as their text.
+
+    A `RawJson` text may hold U+DC80..U+DCFF: each goes out as the byte it stands for
+    (Python's `surrogateescape`), to play a reply that is not valid UTF-8.
+    """
+    body = dumps(data).encode("utf-8", "surrogateescape")
+    return web.Response(status=status, body=body, content_type="application/json", charset="utf-8")
 
 
 def dumps(data: Any) -> str:
