@@ -6,7 +6,9 @@ per batch rather than once per event.
 
 The queue's keys: `entries` (hash, id -> payload), `due` (sorted set, id -> when
 it may be tried), `blocked` (hash, subject -> the id at its front) and one held
-list per subject (the ids queued behind the front one, oldest first).
+list per subject (the ids queued behind the front one, oldest first). Beside
+them, `feeder` (hash: the token of the one replica feeding the sink, until when,
+and the fencing counter tokens are numbered by).
 """
 
 from __future__ import annotations
