@@ -15,11 +15,11 @@ from bridge import clock, health
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.login_guard import LoginPolicy
 from bridge.absorb.token_cache import MemoryTokenCache, RedisTokenCache, TokenCache
-from bridge.errors import AbsorbAuthError, BridgeError
+from bridge.errors import AbsorbAuthError, AbsorbUnavailableError, BridgeError
 from bridge.feeds import FeedSpec
 from bridge.service import Bridge
 from bridge.store import Store
-from tests.conftest import USERNAME, MakeClient, SimHandle
+from tests.conftest import USERNAME, MakeClient, SimHandle, free_port
 
 WRONG = "not-the-password"
 NEXT = re.compile(r"the next login goes at (\S+) \(in (\d+)s\)")
@@ -133,6 +133,25 @@ async def test_logins_are_paced_even_when_absorb_accepts_them(
     assert (await simulator.state())["logins"] == 5
     assert paced is not None
     assert "5 logins to Absorb within 60s already; the next goes at" in paced
+
+
+async def test_the_pace_repeats_why_the_last_login_failed(
+    make_client: MakeClient, redis: aioredis.Redis
+) -> None:
+    """Absorb unreachable: five logins in the minute fail as such, and the sixth caller is told
+    both that logins are paced and why the last one failed, so health names the real cause."""
+    url = f"http://127.0.0.1:{free_port()}"
+    client = make_client(
+        url, token_cache=RedisTokenCache(redis, prefix="down", base_url=url, username=USERNAME)
+    )
+    for _ in range(5):
+        with pytest.raises(AbsorbUnavailableError, match="cannot connect"):
+            await client.get_course_enrollment("00000000-0000-0000-0000-000000000001")
+    with pytest.raises(AbsorbAuthError) as paced:
+        await client.get_course_enrollment("00000000-0000-0000-0000-000000000001")
+    message = str(paced.value)
+    assert "5 logins to Absorb within 60s already; the next goes at" in message
+    assert "the last one failed: POST /authenticate: gave up after 5 tries; last: cannot" in message
 
 
 async def test_one_process_backs_off_in_memory(

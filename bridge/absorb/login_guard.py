@@ -29,12 +29,14 @@ from redis.asyncio import Redis
 from bridge import clock
 from bridge.absorb.paths import Op
 from bridge.absorb.timefmt import format_rfc3339
-from bridge.errors import AbsorbAuthError, BridgeError
+from bridge.errors import AbsorbAuthError, AbsorbError, BridgeError
 
 Login = Callable[[], Awaitable[str]]
 
 _ENDPOINT = f"{Op.AUTHENTICATE.route.method} {Op.AUTHENTICATE.route.path()}"
 _REFUSED_CREDENTIALS = "Absorb refused the username, password or API key"
+#: How much of a failed login's error the pace's error repeats.
+_REASON_CHARS = 160
 #: How long refusals in a row are remembered when nobody tries again.
 _FORGET_MS = 24 * 3600 * 1000
 
@@ -68,10 +70,12 @@ class LoginPolicy:
 
 @dataclass(frozen=True)
 class Wait:
-    """Why a login may not go now and when it may: `refusals` in a row, or 0 for the pace."""
+    """Why a login may not go now and when it may: `refusals` in a row, or 0 for the pace
+    (then `last_failure` says why the latest login got no answer, if it did not)."""
 
     refusals: int
     next_at_ms: int
+    last_failure: str = ""
 
     def error(self, policy: LoginPolicy, refused: AbsorbAuthError | None = None) -> AbsorbAuthError:
         """The error a caller sees: what happened (`refused`: Absorb's refusal just now) and
@@ -80,11 +84,13 @@ class Wait:
         in_s = max(0.0, (self.next_at_ms - now_ms) / 1000)
         when = format_rfc3339(datetime.fromtimestamp(self.next_at_ms / 1000, UTC))
         if not self.refusals:
+            # The pace alone would hide why the logins keep going: Absorb down, say.
+            last = f"; the last one failed: {self.last_failure}" if self.last_failure else ""
             return AbsorbAuthError(
                 _ENDPOINT,
                 f"{policy.max_logins} logins to Absorb within {policy.window_s:g}s already; "
                 f"the next goes at {when} (in {in_s:.0f}s), so that the admin user is not "
-                "locked out",
+                f"locked out{last}",
             )
         times = "once" if self.refusals == 1 else f"{self.refusals} times in a row"
         message = (
@@ -117,6 +123,10 @@ class LoginGuard(Protocol):
         """Record that Absorb refused these credentials; returns the back-off now in force."""
         ...
 
+    async def failed(self, reason: str) -> None:
+        """Record why a login failed without Absorb judging the credentials (it was down)."""
+        ...
+
     async def accepted(self) -> None:
         """Record that Absorb accepted a login: the back-off ends."""
         ...
@@ -138,6 +148,9 @@ async def guarded_login(guard: LoginGuard, credentials: str, login: Login) -> st
     except AbsorbAuthError as e:
         backoff = await guard.refused(credentials)
         raise backoff.error(guard.policy, e) from None
+    except AbsorbError as e:
+        await guard.failed(str(e))
+        raise
     await guard.accepted()
     return token
 
@@ -159,6 +172,7 @@ class MemoryLoginGuard:
         self.policy = policy or LoginPolicy()
         self._logins: deque[int] = deque()
         self._refused: tuple[str, int, int] | None = None  # fingerprint, refusals, next_at_ms
+        self._last_failure = ""
 
     async def peek(self, fingerprint: str) -> Wait | None:
         """Why a login may not go now, if so."""
@@ -181,7 +195,7 @@ class MemoryLoginGuard:
         while self._logins and self._logins[0] <= now - window_ms:
             self._logins.popleft()
         if len(self._logins) >= self.policy.max_logins:
-            return Wait(0, self._logins[0] + window_ms)
+            return Wait(0, self._logins[0] + window_ms, self._last_failure)
         return None
 
     async def refused(self, fingerprint: str) -> Wait:
@@ -191,11 +205,17 @@ class MemoryLoginGuard:
             refusals = self._refused[1] + 1
         next_at = _now_ms() + int(self.policy.backoff_s(refusals) * 1000)
         self._refused = (fingerprint, refusals, next_at)
+        self._last_failure = ""
         return Wait(refusals, next_at)
+
+    async def failed(self, reason: str) -> None:
+        """Keep the reason for the pace's error."""
+        self._last_failure = reason[:_REASON_CHARS]
 
     async def accepted(self) -> None:
         """The back-off ends."""
         self._refused = None
+        self._last_failure = ""
 
 
 # ARGV: now_ms, fingerprint, window_ms, max_logins, then the login's entry ('' to only look).
@@ -209,7 +229,7 @@ local window = tonumber(ARGV[3])
 redis.call('zremrangebyscore', KEYS[2], '-inf', now - window)
 if redis.call('zcard', KEYS[2]) >= tonumber(ARGV[4]) then
   local oldest = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
-  return {0, tonumber(oldest[2]) + window}
+  return {0, tonumber(oldest[2]) + window, redis.call('hget', KEYS[1], 'last_failure') or ''}
 end
 if ARGV[5] ~= '' then
   redis.call('zadd', KEYS[2], now, ARGV[5])
@@ -225,6 +245,7 @@ local refusals = 1
 if state[1] and state[2] == ARGV[2] then refusals = tonumber(state[1]) + 1 end
 local next_at = tonumber(ARGV[1]) + tonumber(ARGV[3 + math.min(refusals, #ARGV - 3)])
 redis.call('hset', KEYS[1], 'refusals', refusals, 'next_at_ms', next_at, 'fingerprint', ARGV[2])
+redis.call('hdel', KEYS[1], 'last_failure')
 redis.call('pexpire', KEYS[1], ARGV[3])
 return {refusals, next_at}
 """
@@ -257,7 +278,12 @@ class RedisLoginGuard:
             keys=self._keys,
             args=[_now_ms(), fingerprint, int(policy.window_s * 1000), policy.max_logins, member],
         )
-        return None if found is None else Wait(int(found[0]), int(found[1]))
+        if found is None:
+            return None
+        last = found[2] if len(found) > 2 else b""
+        return Wait(
+            int(found[0]), int(found[1]), last.decode() if isinstance(last, bytes) else last
+        )
 
     async def refused(self, fingerprint: str) -> Wait:
         """One more refusal of these credentials: the back-off doubles, for every replica."""
@@ -266,6 +292,13 @@ class RedisLoginGuard:
             args=[_now_ms(), fingerprint, _FORGET_MS, *self.policy.backoffs_ms()],
         )
         return Wait(int(refusals), int(next_at))
+
+    async def failed(self, reason: str) -> None:
+        """Keep the reason for the pace's error, for every replica."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys[0], "last_failure", reason[:_REASON_CHARS])
+            pipe.pexpire(self._keys[0], _FORGET_MS)
+            await pipe.execute()
 
     async def accepted(self) -> None:
         """The back-off ends."""
