@@ -252,7 +252,7 @@ return {refusals, next_at}
 
 
 class RedisLoginGuard:
-    """The guard shared by every replica through Redis, each step one script."""
+    """The guard shared by every replica through Redis; each step is atomic."""
 
     def __init__(
         self, redis: Redis, *, backoff_key: str, logins_key: str, policy: LoginPolicy | None = None
