@@ -125,6 +125,8 @@ class Bridge:
         self._stopped = False
         #: The marker this replica last saw in Redis (None until first looked at).
         self._marker: str | None = None
+        #: How often Redis was found to have lost its data: a sweep across a loss is suspect.
+        self._data_losses = 0
         self._checking_data = asyncio.Lock()
         self._settings_checked = False
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
@@ -321,7 +323,7 @@ class Bridge:
         )
         held = metrics.LEASES_HELD.labels(feed)
         held.inc()
-        started = clock.monotonic()
+        started, losses = clock.monotonic(), self._data_losses
         try:
             result = await self.sweeper.sweep(scope, token, full=full)
         except Fenced as e:
@@ -344,6 +346,8 @@ class Bridge:
                 await renewer
             with contextlib.suppress(RedisError):  # the lease expires by itself anyway
                 await self.store.release(feed, scope.key, token)
+        if self._data_losses != losses:
+            await self.store.drop_unfounded_baseline(feed, scope.key)
         self.health["absorb"] = "ok"
         metrics.SWEEPS.labels(feed, "ok").inc()
         metrics.RECORDS_READ.labels(feed).inc(result.records)
@@ -515,9 +519,13 @@ class Bridge:
                 hint="scopes baseline again; run `absorb-bridge resync` after checking Redis's "
                 "persistence (appendonly yes, maxmemory-policy noeviction)",
             )
+            self._data_losses += 1
             self._marker = await self.store.ensure_marker()
             for worker in self.workers:
                 await worker.setup()
+            for feed in self.feeds:
+                for scope in feed.scopes:
+                    await self.store.drop_unfounded_baseline(feed.spec.name, scope.key)
             return True
 
     async def _regroup(self, worker: SinkWorker) -> None:

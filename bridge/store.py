@@ -454,6 +454,22 @@ class Store:
         value = await self.redis.get(keys.marker(self.prefix))
         return None if value is None else _text(value)
 
+    async def drop_unfounded_baseline(self, feed: str, scope: str) -> bool:
+        """Forget a scope's finished baseline if it left no watermark; whether it did.
+
+        A sweep that began before Redis lost its data can still mark its baseline done
+        in the empty data set: the next sweep would then report every record as new.
+        """
+        dropped = await self.redis.eval(
+            "local s = redis.call('hmget', KEYS[1], 'baseline', 'watermark') "
+            "if s[1] == 'done' and not s[2] then "
+            "  return redis.call('hdel', KEYS[1], 'baseline') "
+            "end return 0",
+            1,
+            keys.scope_state(self.prefix, feed, scope),
+        )
+        return bool(dropped)
+
     async def redis_settings(self) -> dict[str, str] | None:
         """Redis's `appendonly`, `save` and `maxmemory-policy`; None if CONFIG is refused."""
         settings: dict[str, str] = {}

@@ -8,6 +8,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -221,3 +222,42 @@ async def test_redis_whose_config_cannot_be_read_is_said_to_be_unchecked(
         await redis.aclose()
         proc.kill()
         await proc.wait()
+
+
+@pytest.mark.parametrize("noticed", ["before the sweep ends", "after the sweep ends"])
+async def test_a_sweep_that_outlives_the_loss_does_not_fake_a_baseline(
+    private_redis: tuple[int, list[asyncio.subprocess.Process]],
+    start_simulator: StartSimulator,
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+    noticed: str,
+) -> None:
+    """Redis loses its data just before a sweep marks its baseline done: the mark, with no
+    snapshot behind it, is forgotten, so the next sweep baselines quietly instead of
+    reporting every record of the course as created."""
+    port, _ = private_redis
+    sim = await start_simulator(users=30, courses=1)
+    redis = aioredis.Redis(port=port)
+    bridge = make_bridge(make_client(sim.url), redis, sim, [], prefix="late")
+    try:
+        await bridge.check_redis_data()
+        assert await bridge.sweep_once(force=True) == 1
+        original = bridge.sweeper.sweep
+
+        async def outlived(scope: Any, token: str, *, full: bool = False) -> Any:
+            result = await original(scope, token, full=full)
+            await redis.flushall()
+            await bridge.store.set_scope_state(scope.feed.name, scope.key, {"baseline": "done"})
+            if noticed == "before the sweep ends":
+                assert await bridge.check_redis_data()
+            return result
+
+        monkeypatch.setattr(bridge.sweeper, "sweep", outlived)
+        await bridge.sweep_once(force=True)
+        monkeypatch.setattr(bridge.sweeper, "sweep", original)
+        if noticed == "after the sweep ends":
+            assert await bridge.check_redis_data()
+        assert await bridge.sweep_once(force=True) == 1
+        assert await bridge.store.outbox_length() == 0
+    finally:
+        await redis.aclose()
