@@ -133,5 +133,6 @@ def _secrets(config: HttpSinkConfig) -> list[str]:
     if config.basic_auth is not None:
         found.append(config.basic_auth.password.get_secret_value())
     url = URL(config.url)
-    found += [url.password or "", *(str(v) for v in url.query.values())]
+    # Long query values only: masking a `v=2` would garble every Location with a 2 in it.
+    found += [url.password or "", *(v for v in url.query.values() if len(v) >= 8)]
     return [s for s in found if s]
