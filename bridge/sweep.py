@@ -188,6 +188,8 @@ class _Run:
         self.quarantine_keys: set[str] = set()
         #: Drill-downs that failed before and wait for another try, by enrollment id.
         self.drill_downs: dict[str, _DrillDown] = {}
+        #: Enrollments drilled into during this sweep.
+        self.drilled: set[str] = set()
         #: Records a full sweep met without a usable id (it then reports no removal).
         self.unplaced = 0
         self.horizon_us = 0
@@ -287,7 +289,7 @@ class _Run:
         Within that, the next sweep, which reads from the watermark less the lookback,
         still starts no later than Absorb's time of this one.
         """
-        now = getattr(self.s.client.transport, "absorb_now", None) or clock.now()
+        now = self.s.client.transport.absorb_now or clock.now()
         self.horizon_us = to_us(now) + int(self.feed.lookback_s * 1_000_000)
 
     async def _page(self, cursor: _Cursor) -> RawPage:
@@ -587,8 +589,9 @@ class _Run:
         A drill-down still pending from an earlier sweep keeps its older `since`, so
         details changed since that earlier edit are still announced.
         """
-        user, course = usable_id(parent.raw.get("userId")), usable_id(parent.course_id)
-        if user is None or course is None:
+        user, course = parent.raw.get("userId"), parent.course_id
+        # As Absorb spelled them (they go into its paths), once they are usable at all.
+        if not (isinstance(user, str) and course and usable_id(user) and usable_id(course)):
             return None
         pending = self.drill_downs.get(parent.id)
         since = pending.since if pending is not None else (before.date_edited if before else None)
@@ -602,6 +605,7 @@ class _Run:
         is committed as usual.
         """
         qkey = f"{self.scope.key}|{_DRILL_DOWN}{task.parent_id}"
+        self.drilled.add(task.parent_id)
         part = Commit()
         try:
             await self._drill_into(part, task)
@@ -630,6 +634,8 @@ class _Run:
         if not (self.feed.details and self.baseline_done):
             return
         for task in list(self.drill_downs.values()):
+            if task.parent_id in self.drilled:
+                continue  # tried in this sweep already, as its enrollment changed again
             commit = Commit()
             await self._drill_down(commit, task)
             await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
