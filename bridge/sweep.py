@@ -30,7 +30,7 @@ from zlib import crc32
 
 import structlog
 
-from bridge import clock, keys, metrics
+from bridge import clock, drill_downs, keys, metrics
 from bridge.absorb.client import AbsorbClient, RawPage
 from bridge.absorb.filters import Filter
 from bridge.absorb.filters import field as f
@@ -38,6 +38,7 @@ from bridge.absorb.models import Status, parse_timestamp
 from bridge.absorb.paths import Op
 from bridge.absorb.timefmt import format_datetime, format_rfc3339
 from bridge.diff import Change, Diff, Observation, diff, removed
+from bridge.drill_downs import DrillDown
 from bridge.errors import (
     AbsorbRequestError,
     AbsorbResponseError,
@@ -72,8 +73,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
 _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
-#: Quarantine keys of pending drill-downs: `<scope>|drill-down:<enrollment id>`.
-_DRILL_DOWN = "drill-down:"
 #: What makes a drill-down pending rather than failing its scope's sweep.
 _DRILL_FAILURES = (
     AbsorbRequestError,
@@ -109,19 +108,6 @@ class _Batch:
 
     newest: datetime | None
     at_newest: set[str]
-
-
-@dataclass(frozen=True)
-class _DrillDown:
-    """A course enrollment's drill-down: whose, and since when its details are new."""
-
-    parent_id: str
-    user_id: str
-    course_id: str
-    #: The enrollment's `dateEdited` when it was last drilled into (None: never).
-    since: datetime | None
-    #: Its `dateEdited` now: the event time of details that carry none.
-    time: datetime | None
 
 
 @dataclass
@@ -187,7 +173,7 @@ class _Run:
         self.baseline_done = False
         self.quarantine_keys: set[str] = set()
         #: Drill-downs that failed before and wait for another try, by enrollment id.
-        self.drill_downs: dict[str, _DrillDown] = {}
+        self.drill_downs: dict[str, DrillDown] = {}
         #: Enrollments drilled into during this sweep.
         self.drilled: set[str] = set()
         #: Records a full sweep met without a usable id (it then reports no removal).
@@ -206,7 +192,7 @@ class _Run:
         prefix = f"{self.scope.key}|"
         quarantined = await self.store.quarantined(self.feed.name)
         self.quarantine_keys = {k for k in quarantined if k.startswith(prefix)}
-        self.drill_downs = _pending_drill_downs(quarantined, prefix + _DRILL_DOWN)
+        self.drill_downs = drill_downs.pending(quarantined, self.scope.key)
         self._move_horizon()
         lower = None
         if watermark and not self.full:
@@ -462,7 +448,7 @@ class _Run:
         kind: Kind,
         raws: Iterable[tuple[Any, bytes | None]],
         quarantine: dict[str, str],
-        parent: _DrillDown | None = None,
+        parent: DrillDown | None = None,
     ) -> list[Observation]:
         """Read raw records (each with its digest, if known); the unreadable go to `quarantine`."""
         seen: list[Observation] = []
@@ -583,7 +569,7 @@ class _Run:
 
     # -- drill-down -----------------------------------------------------------------------------
 
-    def _drill_down_of(self, parent: Observation, before: Snapshot | None) -> _DrillDown | None:
+    def _drill_down_of(self, parent: Observation, before: Snapshot | None) -> DrillDown | None:
         """What drilling into a changed enrollment needs; None when it names no user or course.
 
         A drill-down still pending from an earlier sweep keeps its older `since`, so
@@ -595,22 +581,22 @@ class _Run:
             return None
         pending = self.drill_downs.get(parent.id)
         since = pending.since if pending is not None else (before.date_edited if before else None)
-        return _DrillDown(parent.id, user, course, since, parent.date_edited)
+        return DrillDown(parent.id, user, course, since, parent.date_edited)
 
-    async def _drill_down(self, commit: Commit, task: _DrillDown) -> None:
+    async def _drill_down(self, commit: Commit, task: DrillDown) -> None:
         """Drill into one enrollment; if Absorb's replies fail, mark it pending instead.
 
         A drill-down lands whole or not at all: a failed one writes nothing but its
         pending mark (in quarantine, with the error), and the enrollment's own change
         is committed as usual.
         """
-        qkey = f"{self.scope.key}|{_DRILL_DOWN}{task.parent_id}"
+        qkey = drill_downs.quarantine_key(self.scope.key, task.parent_id)
         self.drilled.add(task.parent_id)
         part = Commit()
         try:
             await self._drill_into(part, task)
         except _DRILL_FAILURES as e:
-            commit.quarantine[qkey] = _drill_down_entry(task, str(e), self.scope)
+            commit.quarantine[qkey] = drill_downs.entry(task, str(e), self.scope.key)
             self.quarantine_keys.add(qkey)
             metrics.QUARANTINED_RECORDS.labels(self.feed.name, "drill_down").inc()
             log.warning(
@@ -643,7 +629,7 @@ class _Run:
             for event in commit.events:
                 self.result.types[event.type] = self.result.types.get(event.type, 0) + 1
 
-    async def _drill_into(self, commit: Commit, task: _DrillDown) -> None:
+    async def _drill_into(self, commit: Commit, task: DrillDown) -> None:
         """Fetch and diff the lessons, chapters and attempts of a course enrollment that changed."""
         ids = {"user_id": task.user_id, "course_id": task.course_id}
         since = task.since
@@ -675,7 +661,7 @@ class _Run:
                 attempts_of.append(obs)
         await self._attempts(commit, task, attempts_of)
 
-    async def _attempts(self, commit: Commit, task: _DrillDown, lessons: list[Observation]) -> None:
+    async def _attempts(self, commit: Commit, task: DrillDown, lessons: list[Observation]) -> None:
         found: list[Observation] = []
         for lesson in lessons:
             lesson_id = usable_id(lesson.raw.get("lessonId"))
@@ -747,7 +733,7 @@ class _Run:
         for rid, value, snap in gone:
             commit.snapshots.append(SnapshotWrite(key, field_key(rid), value, b""))
             commit.events.append(self._event(removed(snap.kind, rid, snap)))
-            pending = f"{self.scope.key}|{_DRILL_DOWN}{rid}"
+            pending = drill_downs.quarantine_key(self.scope.key, rid)
             if pending in self.quarantine_keys:
                 commit.quarantine[pending] = ""
         await self.store.commit(self.feed.name, self.scope.key, self.token, commit)
@@ -794,47 +780,3 @@ def _quarantine_entry(raw: object, error: str, scope: Scope, kind: Kind) -> str:
             "at": format_rfc3339(clock.now()),
         }
     )
-
-
-def _drill_down_entry(task: _DrillDown, error: str, scope: Scope) -> str:
-    pending = {
-        "id": task.parent_id,
-        "userId": task.user_id,
-        "courseId": task.course_id,
-        "since": format_rfc3339(task.since) if task.since else None,
-        "time": format_rfc3339(task.time) if task.time else None,
-    }
-    return json.dumps(
-        {
-            "scope": scope.key,
-            "kind": "drill_down",
-            "raw": json.dumps(pending),
-            "error": f"drill-down pending, tried again on the next sweep: {error}",
-            "at": format_rfc3339(clock.now()),
-        }
-    )
-
-
-def _pending_drill_downs(quarantined: dict[str, str], prefix: str) -> dict[str, _DrillDown]:
-    """The drill-downs a scope left pending, read back from their quarantine entries."""
-    found: dict[str, _DrillDown] = {}
-    for key, value in quarantined.items():
-        if not key.startswith(prefix):
-            continue
-        try:
-            pending = json.loads(json.loads(value)["raw"])
-            task = _DrillDown(
-                parent_id=pending["id"],
-                user_id=pending["userId"],
-                course_id=pending["courseId"],
-                since=_moment(pending.get("since")),
-                time=_moment(pending.get("time")),
-            )
-        except (ValueError, KeyError, TypeError):
-            continue  # not written by this version: the next change drills down again
-        found[task.parent_id] = task
-    return found
-
-
-def _moment(text: str | None) -> datetime | None:
-    return parse_timestamp(text) if text else None
