@@ -112,6 +112,13 @@ routes:
                 "absorb_bridge_absorb_requests_total",
             ):
                 assert _total(_samples(during), name) > _total(_samples(before), name), name
+            cycles = {
+                dict(labels)["loop"]: value
+                for (name, labels), value in _samples(during).items()
+                if name == "absorb_bridge_loop_last_cycle_timestamp_seconds"
+            }
+            for loop in ("schedule", "discovery:courses", "feed:hook", "stats", "trim"):
+                assert cycles.get(loop, 0) > time.time() - 60, loop
             redis_proc.kill()
             await redis_proc.wait()
             await _until(lambda: _ready(base, 503), 30, "the bridge to report not ready")

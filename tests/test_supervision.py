@@ -152,7 +152,9 @@ def _faults() -> dict[str, Callable[[Bridge, pytest.MonkeyPatch], list[int]]]:
     """Per loop: how to make its step raise something no one expects."""
     return {
         "schedule": lambda b, mp: fail_first(mp, b, "_due", RuntimeError("scheduler bug")),
-        "sweep": lambda b, mp: fail_first(mp, b.sweeper, "sweep", KeyError("progress")),
+        "sweep": lambda b, mp: fail_first(
+            mp, b.sweeper, "sweep", OverflowError("float too large to pack with f format")
+        ),
         "discovery:courses": lambda b, mp: fail_first(
             mp, b, "_discover_step", TypeError("bad course list")
         ),
@@ -252,13 +254,13 @@ async def test_readiness_names_a_stalled_loop_and_liveness_a_wedged_or_dead_one(
     calls: list[int] = []
     original = bridge.store.trim_outbox
 
-    async def trim() -> int:
+    async def trim(**options: Any) -> int:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("trim exploded")
         if len(calls) == 2:
             await release.wait()
-        return await original()
+        return await original(**options)
 
     server, port = await health.serve(bridge.readiness, "127.0.0.1", 0, liveness=bridge.liveness)
     base = f"http://127.0.0.1:{port}"
