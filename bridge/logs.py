@@ -75,7 +75,9 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write per line, newline included: replicas sharing a log file never splice
+        # their lines together (print() writes the newline apart when stderr is unbuffered).
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     _route_stdlib(level, stamped, renderer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -141,3 +142,21 @@ def test_an_unretrieved_task_exception_leaves_through_the_pipeline() -> None:
     assert line["level"] == "error"
     assert line["event"].startswith("Task exception was never retrieved")
     assert "RuntimeError: login with *** refused" in line["exception"]
+
+
+def test_each_line_is_one_write(configured: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line, the bridge's own or a library's, reaches stderr in one write with its
+    newline, so processes appending to one file never splice their lines together."""
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr(sys, "stderr", Recording())
+    logs.configure(level="info", json=True)
+    structlog.get_logger("bridge.test").info("own event")
+    logging.getLogger("aiohttp.access").warning("library event")
+    assert [json.loads(w)["event"] for w in writes] == ["own event", "library event"]
+    assert all(w.endswith("}\n") and w.count("\n") == 1 for w in writes), writes
