@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -31,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,9 @@ FAULTS = (
 )
 #: Faults the receiver must have felt (it answered at least one request while it played).
 FELT_BY_RECEIVER = ("receiver_slow", "receiver_500", "receiver_429", "receiver_redirect")
+#: How long such a fault is kept on past its time while no request has met it yet: past
+#: the longest pause of a sink's circuit after the faults before it.
+FELT_WITHIN_S = 40.0
 REDIRECTS = (301, 302, 303, 307, 308)
 #: What each hostile record gets, as the control API's `raw` (values) or `raw_json`
 #: (JSON text written verbatim); bench.chaos_judge.HOSTILE_RULES says what must follow.
@@ -102,6 +107,8 @@ class Report:
     unannounced_losses: int = 0
     #: Data losses after which the bridge never swept every course again.
     unrecovered_losses: int = 0
+    #: For each data loss, seconds until every course had been swept again.
+    loss_windows_s: list[float] = field(default_factory=list)
     hostile: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Requests that reached a redirect's Location: each is an event sent where it must not go.
     sent_elsewhere: int = 0
@@ -118,6 +125,7 @@ class Report:
             f"{category} " + "/".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
             for category, counts in sorted(self.hostile.items())
         )
+        windows = ", ".join(f"{w:.1f} s" for w in self.loss_windows_s) or "-"
         rows = [
             ("rounds", str(self.rounds)),
             ("replicas", str(self.replicas)),
@@ -127,7 +135,8 @@ class Report:
             ("lost", str(self.lost)),
             (
                 "missed during data loss",
-                f"{self.missed_in_data_loss} in {self.data_losses} losses, "
+                f"{self.missed_in_data_loss} in {self.data_losses} losses "
+                f"(baselined again after {windows}), "
                 f"{self.data_losses - self.unannounced_losses} announced by the bridge",
             ),
             ("hostile records", hostile or "none"),
@@ -148,8 +157,9 @@ class Receiver:
         self.mode = "ok"
         self.arrivals: list[tuple[float, dict[str, Any]]] = []
         self.bad_signatures = 0
-        #: Requests answered in each mode other than "ok".
+        #: Requests answered in each mode other than "ok"; `met` is set by each of them.
         self.felt: dict[str, int] = {}
+        self.met = asyncio.Event()
         self._redirects = itertools.cycle(REDIRECTS)
         self._runner: web.AppRunner | None = None
 
@@ -168,6 +178,7 @@ class Receiver:
             mode = self.mode
             if mode != "ok":
                 self.felt[mode] = self.felt.get(mode, 0) + 1
+                self.met.set()
             if mode == "slow":
                 await asyncio.sleep(5)
             if mode == "500":
@@ -226,7 +237,10 @@ class Loss:
     after_seq: int
     pending: frozenset[str]
     log_offset: int
+    started: float = field(default_factory=time.monotonic)
     until_seq: int | None = None
+    #: Seconds from the loss until every course had been swept again.
+    took_s: float | None = None
 
 
 class Chaos:
@@ -314,8 +328,20 @@ routes:
     def redis_client(self) -> aioredis.Redis:
         return aioredis.Redis(port=self.redis_port, socket_timeout=5)
 
+    def note(self, what: str, **fields: Any) -> None:
+        """A line in the bridges' log, in their shape, so a kept log reads as one timeline."""
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line = {"event": f"chaos.{what}", **fields, "level": "info", "timestamp": stamp}
+        self.log.write(json.dumps(line).encode() + b"\n")
+        self.log.flush()
+
     async def play(self, fault: str, seconds: float) -> None:
         """Inject one fault, let it act for `seconds`, then clear it."""
+        self.note("fault", fault=fault)
+        await self._play(fault, seconds)
+        self.note("cleared", fault=fault)
+
+    async def _play(self, fault: str, seconds: float) -> None:
         assert self.sim is not None
         if fault == "kill_replica":
             n = self.rng.randrange(self.replicas)
@@ -352,8 +378,13 @@ routes:
             await asyncio.sleep(seconds)
             await self.receiver.start()
         elif fault.startswith("receiver_"):
+            self.receiver.met.clear()
             self.receiver.mode = fault.removeprefix("receiver_")
             await asyncio.sleep(seconds)
+            # A sink whose circuit an earlier fault opened sends nothing until its pause
+            # ends; the fault stays until a request meets it, or it would prove nothing.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.receiver.met.wait(), FELT_WITHIN_S)
             self.receiver.mode = "ok"
         elif fault == "absorb_tokens_expire":
             self.sim.auth.expire_all()
@@ -420,6 +451,8 @@ routes:
                     marks = []
                 if marks and all(marks):
                     loss.until_seq = self.sim.tenant.last_change_seq
+                    loss.took_s = time.monotonic() - loss.started
+                    self.note("baselined_again", after_s=round(loss.took_s, 1))
                     return
                 await asyncio.sleep(0.2)
         finally:
@@ -627,6 +660,8 @@ def _fill(report: Report, chaos: Chaos, evidence: Evidence) -> None:
     report.problems += verdict.problems
     report.data_losses = len(chaos.losses)
     for n, loss in enumerate(chaos.losses, 1):
+        if loss.took_s is not None:
+            report.loss_windows_s.append(loss.took_s)
         if loss.until_seq is None:
             report.unrecovered_losses += 1
             report.problems.append(f"data loss {n}: the bridge never swept every course again")
