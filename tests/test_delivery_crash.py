@@ -95,6 +95,11 @@ routes:
     )
     rng = random.Random(7)
     log = (tmp_path / "bridge.log").open("ab")
+    # A consumer group that never reads holds every outbox entry back from trimming
+    # (each start trims what every sink has), so the end can compare the whole outbox.
+    witness = aioredis.Redis(port=redis_port)
+    await witness.xgroup_create("crash:outbox", "witness", id="0", mkstream=True)
+    await witness.aclose()
 
     async def start_bridge() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
