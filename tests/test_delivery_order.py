@@ -125,7 +125,7 @@ async def test_two_replicas_a_filtered_route_and_a_kill_mid_batch_keep_each_enro
             task.cancel()
         await asyncio.gather(*dying, return_exceptions=True)
 
-        # Later than a's feeder lease (10 s) and its claimed events' hiding (60 s) last,
+        # Later than a's feeder lease (5 s) and its claimed events' hiding (60 s) last,
         # within the receiver's five minutes of signature tolerance; b goes on alone.
         clock.set_offset(90.0)
         loop = asyncio.get_running_loop()
@@ -182,7 +182,7 @@ async def test_a_replica_paused_past_its_lease_queues_nothing_when_it_wakes(
         feeding = asyncio.create_task(a.feed_once())
         await asyncio.wait_for(paused.wait(), 10)
         assert await b.feed_once() == 0  # a's lease still holds
-        clock.set_offset(11.0)  # a's 10 s lease has run out; b takes over
+        clock.set_offset(6.0)  # a's 5 s lease has run out; b takes over
         assert await b.feed_once() == 40  # what a read and never queued, first
         assert await b.feed_once() == 40
         gate.set()

@@ -51,7 +51,7 @@ class SinkWorker:
         max_batch: int = MAX_BATCH,
         rate_limit_per_s: float | None = None,
         hide_s: float = 60.0,
-        feed_lease_s: float = 10.0,
+        feed_lease_s: float = 5.0,
         batch: int = 1000,
         max_dead_letters: int | None = None,
         circuit: Circuit | None = None,
