@@ -165,7 +165,7 @@ class Bridge:
             self._opening.append(opening)
         self._upkeep = [
             spawn("stats", self._stats_step, idle_s=t.stats_interval_s),
-            spawn("trim", self._trim_step, idle_s=t.trim_interval_s),
+            spawn("trim", self._trim_step, idle_s=t.trim_interval_s, rest_first=True),
         ]
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
@@ -316,6 +316,7 @@ class Bridge:
             partial(self._renew_step, scope, token, ttl_ms),
             idle_s=ttl_ms / 3000,
             until_done=True,
+            rest_first=True,
             watched=False,
             stop=lease_done,
             feed=feed,

@@ -106,20 +106,24 @@ class Supervisor:
         idle_s: float,
         period_s: float | None = None,
         until_done: bool = False,
+        rest_first: bool = False,
         watched: bool = True,
         stop: asyncio.Event | None = None,
         **context: object,
     ) -> asyncio.Task[None]:
         """Run `step` as the loop `name` in a task of its own, and see it if it dies.
 
-        With `until_done` the loop ends once a step returns something true. A
-        `watched` loop is one health judges; `stop` (default: the bridge's) ends it.
+        With `until_done` the loop ends once a step returns something true; with
+        `rest_first` it rests `idle_s` before its first step. A `watched` loop is one
+        health judges; `stop` (default: the bridge's) ends it.
         """
         loop = Loop(name, idle_s if period_s is None else period_s, clock.monotonic())
         loop.stop = self.stop if stop is None else stop
         if watched:
             self.loops[name] = loop
-        runner = self.run(loop, step, idle_s=idle_s, until_done=until_done, **context)
+        runner = self.run(
+            loop, step, idle_s=idle_s, until_done=until_done, rest_first=rest_first, **context
+        )
         (task := asyncio.create_task(runner, name=name)).add_done_callback(
             partial(self._ended, loop)
         )
@@ -133,9 +137,12 @@ class Supervisor:
         *,
         idle_s: float,
         until_done: bool = False,
+        rest_first: bool = False,
         **context: object,
     ) -> None:
         """The loop shape: step, rest when idle, back off after an error, until stopped."""
+        if rest_first:
+            await _rest(loop.stop, idle_s)
         while not loop.stop.is_set():
             try:
                 outcome = await step()
@@ -151,8 +158,7 @@ class Supervisor:
                     await asyncio.sleep(0)  # busy: go again, but let the others run
                     continue
                 pause = idle_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(loop.stop.wait(), pause)
+            await _rest(loop.stop, pause)
 
     async def attempt(
         self, name: str, step: Callable[[], Awaitable[T]], **context: object
@@ -216,6 +222,11 @@ class Supervisor:
         if loop.finished or loop.stop.is_set():
             return
         log.error("loop.dead", loop=loop.name, reason=_end_of(task), last_error=loop.last_error)
+
+
+async def _rest(stop: asyncio.Event, pause_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), pause_s)
 
 
 def _quiet(loop: Loop, now: float) -> str:

@@ -165,8 +165,20 @@ def _faults() -> dict[str, Callable[[Bridge, pytest.MonkeyPatch], list[int]]]:
         ),
         "trim": lambda b, mp: fail_first(mp, b.store, "trim_outbox", RuntimeError("trim")),
         "stats": lambda b, mp: fail_first(mp, b.store, "outbox_length", KeyError("stats")),
-        "renew": lambda b, mp: fail_first(mp, b.store, "renew", AttributeError("renew")),
+        "renew": _renew_fails,
     }
+
+
+def _renew_fails(bridge: Bridge, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Lease renewals fail; every sweep outlasts a renewal period, so that renewals happen."""
+    original = bridge.sweeper.sweep
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(FAST.lease_ttl_s / 2)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(bridge.sweeper, "sweep", slow)
+    return fail_first(monkeypatch, bridge.store, "renew", AttributeError("renew"))
 
 
 @pytest.mark.parametrize("loop", list(_faults()))
