@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from bench.chaos_judge import Evidence, LossWindow, judge, status_name
 from bridge import keys
+from bridge.absorb.models import Status
 from bridge.simulator.faults import Faults
 from bridge.simulator.generate import TenantSpec
 from bridge.simulator.server import Simulator, SimulatorConfig
@@ -70,8 +71,8 @@ FAULTS = (
 #: Faults the receiver must have felt (it answered at least one request while it played).
 FELT_BY_RECEIVER = ("receiver_slow", "receiver_500", "receiver_429", "receiver_redirect")
 #: How long such a fault is kept on past its time while no request has met it yet: past
-#: the longest pause of a sink's circuit after the faults before it.
-FELT_WITHIN_S = 40.0
+#: a sink circuit's pause after two failed probes in a row (15 s, doubled twice).
+FELT_WITHIN_S = 65.0
 REDIRECTS = (301, 302, 303, 307, 308)
 #: What each hostile record gets, as the control API's `raw` (values) or `raw_json`
 #: (JSON text written verbatim); bench.chaos_judge.HOSTILE_RULES says what must follow.
@@ -83,6 +84,10 @@ HOSTILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     "lone_surrogate": {"raw_json": {"fullName": '"Ana \\ud83d"'}},
     "wrong_type": {"raw": {"progress": "lots"}},
 }
+
+
+#: Statuses a hostile record is moved to when planted (the first that is not its own).
+_NEW_STATUSES = (int(Status.InProgress), int(Status.Failed))
 
 
 def free_port() -> int:
@@ -263,6 +268,7 @@ class Chaos:
         self.log = self.log_path.open("ab")
         self.baseline: dict[str, int] = {}
         self.hostile: dict[str, str] = {}
+        self.planted: list[tuple[float, str]] = []
         self.losses: list[Loss] = []
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -407,8 +413,9 @@ routes:
     async def plant_hostile_records(self) -> None:
         """Give one enrollment each hostile value, through the simulator's control API.
 
-        Each also gets its own progress set again, which stamps it edited now, so the
-        bridge reads it on its next sweep rather than at the next reconciliation.
+        Each gets a new status with it (or, for `status_13`, the hostile status is the
+        new one), so each is a change the bridge must announce, carrying the hostile
+        value; the change stamps it edited now, so the next sweep reads it.
         """
         assert self.sim is not None
         enrollments = self.sim.tenant.enrollments
@@ -416,12 +423,20 @@ routes:
         chosen = self.rng.sample(candidates, len(HOSTILE_VALUES))
         async with aiohttp.ClientSession() as http:
             for rid, (category, forced) in zip(chosen, HOSTILE_VALUES.items(), strict=True):
-                body = {"set": {"progress": enrollments[rid].progress}, **forced}
+                shown = enrollments[rid].to_json()["status"]
+                if "status" in forced.get("raw", {}):
+                    edit: dict[str, Any] = {"progress": enrollments[rid].progress}
+                else:
+                    edit = {"status": next(s for s in _NEW_STATUSES if s != shown)}
                 url = f"{self.sim_url}/_sim/records/{rid}"
-                async with http.patch(url, json=body) as reply:
+                async with http.patch(url, json={"set": edit, **forced}) as reply:
                     if reply.status != 200:
                         raise RuntimeError(f"{url}: {reply.status} {await reply.text()}")
                 self.hostile[rid] = category
+                if "status" not in edit:
+                    # A status only Absorb's JSON shows, not the simulator's change log: a
+                    # change all the same, placed just after the newest logged one.
+                    self.planted.append((self.sim.tenant.last_change_seq + 0.5, rid))
 
     def lose_data(self) -> Loss:
         """Note a data loss about to happen: the change log's position, the log's length,
@@ -591,9 +606,12 @@ async def gather_evidence(chaos: Chaos, first_change: int) -> Evidence:
         baseline=chaos.baseline,
         holdings=chaos.holdings(),
         changes=[
-            (c.seq, c.enrollment_id)
-            for c in chaos.sim.tenant.changes
-            if c.kind == "course_enrollment" and c.seq > first_change
+            *(
+                (float(c.seq), c.enrollment_id)
+                for c in chaos.sim.tenant.changes
+                if c.kind == "course_enrollment" and c.seq > first_change
+            ),
+            *chaos.planted,
         ],
         losses=losses,
         hostile=dict(chaos.hostile),

@@ -67,8 +67,9 @@ class Evidence:
     baseline: dict[str, int]
     #: Each course enrollment's status number as Absorb shows it at the end.
     holdings: dict[str, int]
-    #: (sequence number, enrollment id) of every change Absorb made after the start.
-    changes: list[tuple[int, str]] = field(default_factory=list)
+    #: (sequence number, enrollment id) of every change Absorb made after the start; a
+    #: change made between two numbered ones (a hostile value planted) has a fraction.
+    changes: list[tuple[float, str]] = field(default_factory=list)
     losses: list[LossWindow] = field(default_factory=list)
     #: Hostile records planted: enrollment id -> a key of HOSTILE_RULES.
     hostile: dict[str, str] = field(default_factory=dict)
@@ -119,7 +120,7 @@ def _chains(
 
 def _losses(evidence: Evidence) -> tuple[dict[str, int], set[str]]:
     """How many losses each enrollment was caught in, and which may end short."""
-    last_change: dict[str, int] = {}
+    last_change: dict[str, float] = {}
     for seq, rid in evidence.changes:
         last_change[rid] = max(seq, last_change.get(rid, seq))
     caught: dict[str, int] = {}
@@ -155,8 +156,11 @@ def _judge_one(
     category = evidence.hostile.get(rid)
     outcome = _outcome(rid, breaks, short, category, evidence, caught, may_end_short)
     if category is not None:
+        # The hostile value is judged by where the chain ends; a break before it is the
+        # data loss's, counted there.
+        shown = "delivered" if outcome == "missed in data loss" and not short else outcome
         counts = verdict.hostile.setdefault(category, {})
-        counts[outcome] = counts.get(outcome, 0) + 1
+        counts[shown] = counts.get(shown, 0) + 1
     if outcome == "missed in data loss":
         verdict.missed_in_data_loss += 1
     elif outcome == "lost":

@@ -119,6 +119,30 @@ def test_changes_swallowed_by_a_data_loss_are_counted_apart() -> None:
     assert found.problems == ["b: never announced, Absorb holds Complete"]
 
 
+def test_a_hostile_value_planted_after_a_data_loss_must_arrive() -> None:
+    """An enrollment caught in a data loss is still held to a hostile value planted after
+    the bridge had baselined again."""
+    evidence = Evidence(
+        arrivals=[],
+        baseline={"s": 1},
+        holdings={"s": 13},
+        changes=[(15.0, "s"), (25.5, "s")],
+        losses=[LossWindow(after_seq=10, until_seq=20)],
+        hostile={"s": "status_13"},
+    )
+    found = judge(evidence)
+    assert found.hostile == {"status_13": {"lost": 1}}
+    assert found.problems == ["s: never announced, Absorb holds Unknown(13) (hostile: status_13)"]
+    evidence.changes = [(15.0, "s")]
+    assert judge(evidence).hostile == {"status_13": {"missed in data loss": 1}}
+    # A change lost in the gap, then the hostile status announced: both are told apart.
+    evidence.changes = [(15.0, "s"), (25.5, "s")]
+    evidence.arrivals = [_event(1, "s", "NotStarted", "Unknown(13)")]
+    found = judge(evidence)
+    assert (found.missed_in_data_loss, found.lost) == (1, 0)
+    assert found.hostile == {"status_13": {"delivered": 1}}
+
+
 def test_hostile_records_are_held_to_their_rules() -> None:
     """An unknown status must arrive as Unknown(13); a record handled by a rule must be
     delivered even if it sits in the quarantine; a wrong type may end in the quarantine."""
