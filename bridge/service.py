@@ -115,6 +115,8 @@ class Bridge:
         self._sweeping: list[asyncio.Task[None]] = []
         #: Scope sweeps under way, by (feed, scope).
         self._sweeps: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        #: Scopes found due, waiting for a sweep slot.
+        self._due_queue: list[tuple[Scope, bool]] = []
         #: Scopes whose last sweep did not complete: failures in a row, and when to try again.
         self._resting: dict[tuple[str, str], tuple[int, float]] = {}
         self._opening: list[asyncio.Task[None]] = []
@@ -217,39 +219,49 @@ class Bridge:
     # -- sweeping --------------------------------------------------------------------------
 
     async def _schedule_once(self) -> int:
-        """Start the sweeps that are due while fewer than `concurrency` run; how many started.
+        """Give free sweep slots to due scopes; how many sweeps started.
 
-        Each scope's sweep runs on its own, so one long sweep holds only its own slot.
-        When every slot is taken this waits (up to `idle_s`) for one to free up.
+        Scopes are checked once a round: the due ones wait in a queue for a slot (up
+        to `concurrency` sweep at once, each on its own, so one long or failing
+        sweep holds only its slot), and the next round's check comes once the
+        queue is empty. With every slot taken this waits (up to `idle_s`) for one.
         """
-        if len(self._sweeps) >= self.timing.concurrency:
+        if not self._due_queue:
+            self._due_queue = await self._due_scopes()
+        started = 0
+        while self._due_queue and len(self._sweeps) < self.timing.concurrency:
+            if self._stop.is_set():
+                return started
+            scope, full = self._due_queue.pop()
+            key = (scope.feed.name, scope.key)
+            if key in self._sweeps:
+                continue
+            sweep = self._sweep_guarded(scope, full=full)
+            (task := asyncio.create_task(sweep)).add_done_callback(partial(self._swept, key))
+            self._sweeps[key] = task
+            started += 1
+        if self._due_queue:
             await asyncio.wait(
                 list(self._sweeps.values()),
                 timeout=self.timing.idle_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+        return started or len(self._due_queue)
+
+    async def _due_scopes(self) -> list[tuple[Scope, bool]]:
+        """The scopes due now that are neither being swept nor resting after a failure."""
         now = clock.monotonic()
-        scopes = [
-            s
-            for f in self.feeds
-            for s in f.scopes
-            if (s.feed.name, s.key) not in self._sweeps
-            and self._resting.get((s.feed.name, s.key), (0, now))[1] <= now
-        ]
-        random.shuffle(scopes)  # replicas that start together should not chase the same scopes
-        started = 0
-        for scope in scopes:
-            if len(self._sweeps) >= self.timing.concurrency or self._stop.is_set():
-                break
-            full = await self._due(scope, force=False)
-            if full is None:
-                continue
-            key = (scope.feed.name, scope.key)
-            sweep = self._sweep_guarded(scope, full=full)
-            (task := asyncio.create_task(sweep)).add_done_callback(partial(self._swept, key))
-            self._sweeps[key] = task
-            started += 1
-        return started
+        due: list[tuple[Scope, bool]] = []
+        for feed in self.feeds:
+            for scope in feed.scopes:
+                key = (scope.feed.name, scope.key)
+                if key in self._sweeps or self._resting.get(key, (0, now))[1] > now:
+                    continue
+                full = await self._due(scope, force=False)
+                if full is not None:
+                    due.append((scope, full))
+        random.shuffle(due)  # replicas that start together should not chase the same scopes
+        return due
 
     def _swept(self, key: tuple[str, str], _task: asyncio.Task[bool]) -> None:
         self._sweeps.pop(key, None)

@@ -73,7 +73,7 @@ class Loop:
     """What health knows of one loop."""
 
     name: str
-    #: How often a cycle should complete when all is well (its rest included).
+    #: How often a cycle should complete when all is well: its rest between steps.
     period_s: float
     started_at: float
     last_cycle_at: float | None = None
@@ -104,7 +104,6 @@ class Supervisor:
         step: Callable[[], Awaitable[object]],
         *,
         idle_s: float,
-        period_s: float | None = None,
         until_done: bool = False,
         rest_first: bool = False,
         watched: bool = True,
@@ -117,11 +116,11 @@ class Supervisor:
         `rest_first` it rests `idle_s` before its first step. A `watched` loop is one
         health judges; `stop` (default: the bridge's) ends it.
         """
-        loop = Loop(name, idle_s if period_s is None else period_s, clock.monotonic())
+        loop = Loop(name, idle_s, clock.monotonic())
         loop.stop = self.stop if stop is None else stop
         if watched:
             self.loops[name] = loop
-        runner = self.run(
+        runner = self._run(
             loop, step, idle_s=idle_s, until_done=until_done, rest_first=rest_first, **context
         )
         (task := asyncio.create_task(runner, name=name)).add_done_callback(
@@ -130,7 +129,7 @@ class Supervisor:
         loop.task = task
         return task
 
-    async def run(
+    async def _run(
         self,
         loop: Loop,
         step: Callable[[], Awaitable[object]],

@@ -117,7 +117,7 @@ routes:
                 for (name, labels), value in _samples(during).items()
                 if name == "absorb_bridge_loop_last_cycle_timestamp_seconds"
             }
-            for loop in ("schedule", "discovery:courses", "feed:hook", "stats", "trim"):
+            for loop in ("schedule", "discovery:courses", "feed:hook", "deliver:hook:1", "stats"):
                 assert cycles.get(loop, 0) > time.time() - 60, loop
             redis_proc.kill()
             await redis_proc.wait()
