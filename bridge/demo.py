@@ -107,6 +107,7 @@ async def run_demo(duration_s: float | None, out: TextIO | None = None) -> int:
         routes=[Route(sinks=("console",))],
         source=url,
         timing=Timing(idle_s=0.5, grace_s=3.0),
+        check_redis_settings=False,  # the in-process stand-in has neither CONFIG nor a disk
     )
     print(
         f"absorb-bridge demo: a simulated Absorb tenant at {url} with {len(sim.tenant.users)} "

@@ -81,7 +81,11 @@ class _Feed:
 
 
 class Bridge:
-    """Sweeps, detects and delivers until stopped."""
+    """Sweeps, detects and delivers until stopped.
+
+    With `check_redis_settings` (the default) it warns once when Redis's settings can
+    lose its data.
+    """
 
     def __init__(
         self,
@@ -95,6 +99,7 @@ class Bridge:
         page_size: int | None = None,
         timing: Timing | None = None,
         delivery: Mapping[str, DeliveryOptions] | None = None,
+        check_redis_settings: bool = True,
     ) -> None:
         self.client = client
         self.store = store
@@ -130,7 +135,8 @@ class Bridge:
         #: How often Redis was found to have lost its data: a sweep across a loss is suspect.
         self._data_losses = 0
         self._checking_data = asyncio.Lock()
-        self._settings_checked = False
+        #: Whether Redis's persistence and eviction settings are still to be checked.
+        self._settings_checked = not check_redis_settings
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
         self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
 
