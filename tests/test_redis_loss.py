@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,14 @@ from bridge.sinks.file import FileSink
 from bridge.sinks.http import HttpSink
 from tests.conftest import MakeClient, StartSimulator, free_port
 from tests.receivers import Receiver
-from tests.test_supervision import baselined, change_one, file_subjects, make_bridge, until
+from tests.test_supervision import (
+    FAST,
+    baselined,
+    change_one,
+    file_subjects,
+    make_bridge,
+    until,
+)
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
@@ -261,3 +269,37 @@ async def test_a_sweep_that_outlives_the_loss_does_not_fake_a_baseline(
         assert await bridge.store.outbox_length() == 0
     finally:
         await redis.aclose()
+
+
+async def test_a_missing_consumer_group_is_noticed_at_once(
+    private_redis: tuple[int, list[asyncio.subprocess.Process]],
+    start_simulator: StartSimulator,
+    make_client: MakeClient,
+    tmp_path: Path,
+) -> None:
+    """With the periodic check far off, a sink's NOGROUP alone makes the bridge notice the
+    loss, recreate the group and deliver again."""
+    port, _ = private_redis
+    sim = await start_simulator(users=30, courses=2)
+    redis = aioredis.Redis(port=port)
+    path = tmp_path / "audit.jsonl"
+    timing = dataclasses.replace(FAST, stats_interval_s=600.0)
+    bridge = make_bridge(
+        make_client(sim.url), redis, sim, [FileSink("audit", path)], prefix="nogroup",
+        timing=timing,
+    )  # fmt: skip
+    lost_before = _lost_count()
+    try:
+        await bridge.start()
+        await until(lambda: baselined(bridge), "the first baseline")
+        with structlog.testing.capture_logs() as logs:
+            await redis.flushall()
+            await until(lambda: _true(_lost_count() > lost_before), "the loss to be noticed")
+            await until(lambda: baselined(bridge), "the new baseline")
+            rid = await change_one(sim)
+            await until(lambda: _true(rid in file_subjects(path)), "a change after the loss")
+    finally:
+        await bridge.stop()
+        await redis.aclose()
+    assert any("NOGROUP" in e.get("error", "") for e in logs if e["event"] == "loop.failed")
+    assert [e for e in logs if e["event"] == "redis.data_lost"]
