@@ -50,8 +50,9 @@ class Bounds:
 
     A loop expected to complete a cycle every `period_s` is stalled (the bridge is
     not ready) once it has not for max(`stall_floor_s`, `stall_factor` x period),
-    and wedged (the process is not alive) after max(`wedge_floor_s`,
-    `wedge_factor` x period).
+    and wedged (the process is not alive) once no step has ended, completed or
+    failed, for max(`wedge_floor_s`, `wedge_factor` x period): a loop that keeps
+    failing on a dependency that is down is stalled, not wedged.
     """
 
     stall_floor_s: float = 60.0
@@ -64,7 +65,7 @@ class Bounds:
         return max(self.stall_floor_s, self.stall_factor * period_s)
 
     def wedge_after_s(self, period_s: float) -> float:
-        """Seconds without a cycle after which a loop is wedged."""
+        """Seconds without a step ending after which a loop is wedged."""
         return max(self.wedge_floor_s, self.wedge_factor * period_s)
 
 
@@ -77,6 +78,8 @@ class Loop:
     period_s: float
     started_at: float
     last_cycle_at: float | None = None
+    #: When a step last ended, completed or failed: a loop that keeps failing is not stuck.
+    last_step_at: float | None = None
     last_error: str = ""
     failures: int = 0
     task: asyncio.Task[None] | None = None
@@ -88,6 +91,10 @@ class Loop:
     def quiet_for(self, now: float) -> float:
         """Seconds since its last completed cycle (since it started, before the first)."""
         return now - (self.started_at if self.last_cycle_at is None else self.last_cycle_at)
+
+    def stuck_for(self, now: float) -> float:
+        """Seconds since a step last ended, whether it completed or failed."""
+        return now - (self.started_at if self.last_step_at is None else self.last_step_at)
 
 
 class Supervisor:
@@ -179,7 +186,7 @@ class Supervisor:
         }
 
     def dead(self) -> dict[str, str]:
-        """Loops whose task ended while the bridge was not stopping, or that are wedged."""
+        """Loops whose task ended while the bridge was not stopping, or whose step is stuck."""
         now = clock.monotonic()
         found: dict[str, str] = {}
         for loop in self.loops.values():
@@ -187,12 +194,12 @@ class Supervisor:
                 continue
             if loop.task is not None and loop.task.done():
                 found[loop.name] = f"ended ({_end_of(loop.task)})"
-            elif loop.quiet_for(now) > self.bounds.wedge_after_s(loop.period_s):
-                found[loop.name] = "wedged: " + _quiet(loop, now)
+            elif loop.stuck_for(now) > self.bounds.wedge_after_s(loop.period_s):
+                found[loop.name] = f"wedged: its step has not ended for {loop.stuck_for(now):.0f}s"
         return found
 
     def _completed(self, loop: Loop) -> None:
-        loop.last_cycle_at = clock.monotonic()
+        loop.last_cycle_at = loop.last_step_at = clock.monotonic()
         loop.failures = 0
         loop.last_error = ""
         metrics.LOOP_LAST_CYCLE.labels(loop.name).set(clock.now().timestamp())
@@ -204,6 +211,7 @@ class Supervisor:
         failures = 1
         if loop is not None:
             loop.failures += 1
+            loop.last_step_at = clock.monotonic()
             loop.last_error = text
             failures = loop.failures
         metrics.LOOP_ERRORS.labels(name).inc()
