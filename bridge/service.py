@@ -61,6 +61,8 @@ class Timing:
     stall_floor_s: float = 60.0
     #: A loop without a completed cycle for this long (or 20 of its periods) is wedged: not alive.
     wedge_floor_s: float = 600.0
+    #: One scope's sweep running longer than this makes the bridge not ready.
+    sweep_stall_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class Bridge:
         self._sweeping: list[asyncio.Task[None]] = []
         #: Scope sweeps under way, by (feed, scope).
         self._sweeps: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        #: When each of the sweeps under way started (monotonic).
+        self._sweep_started: dict[tuple[str, str], float] = {}
         #: Scopes found due, waiting for a sweep slot.
         self._due_queue: list[tuple[Scope, bool]] = []
         #: Scopes whose last sweep did not complete: failures in a row, and when to try again.
@@ -179,12 +183,22 @@ class Bridge:
     def readiness(self) -> tuple[bool, dict[str, str]]:
         """Whether the bridge can do its work, and what is wrong when it cannot.
 
-        Redis and Absorb must answer and no loop may be stalled (`Timing.stall_floor_s`).
+        Redis and Absorb must answer, no loop may be stalled (`Timing.stall_floor_s`)
+        and no scope's sweep may have run longer than `Timing.sweep_stall_s`.
         """
         checks = dict(self.health)
         stalled = self.loops.stalled()
         checks["loops"] = "ok" if not stalled else f"stalled: {', '.join(sorted(stalled))}"
         checks.update({f"loop:{name}": why for name, why in stalled.items()})
+        now = clock.monotonic()
+        slow = sorted(
+            (now - at, f"{feed}/{scope}")
+            for (feed, scope), at in self._sweep_started.items()
+            if now - at > self.timing.sweep_stall_s
+        )
+        if slow:
+            took, scope = slow[-1]
+            checks["sweeps"] = f"{len(slow)} running too long, {scope} for {took:.0f}s"
         return all(v == "ok" for v in checks.values()), checks
 
     def liveness(self) -> tuple[bool, dict[str, str]]:
@@ -245,6 +259,7 @@ class Bridge:
             sweep = self._sweep_guarded(scope, full=full)
             (task := asyncio.create_task(sweep)).add_done_callback(partial(self._swept, key))
             self._sweeps[key] = task
+            self._sweep_started[key] = clock.monotonic()
             started += 1
         if self._due_queue:
             await asyncio.wait(
@@ -271,6 +286,7 @@ class Bridge:
 
     def _swept(self, key: tuple[str, str], _task: asyncio.Task[bool]) -> None:
         self._sweeps.pop(key, None)
+        self._sweep_started.pop(key, None)
 
     async def sweep_once(self, *, force: bool = False) -> int:
         """Sweep every scope that is due (all of them with `force`); returns how many were swept.

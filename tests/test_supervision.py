@@ -4,6 +4,7 @@ health tells a stalled, dead or wedged loop from a quiet one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -318,3 +319,37 @@ async def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 async def _status(url: str, want: int) -> bool:
     return (await _get(url))[0] == want
+
+
+async def test_a_scope_sweep_that_hangs_makes_the_bridge_not_ready(
+    start_simulator: StartSimulator,
+    make_client: MakeClient,
+    redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One course's sweep hangs while the scheduler goes on: readiness names that course
+    once it has run past `sweep_stall_s`, and is back once the sweep ends."""
+    sim = await start_simulator(users=20, courses=2)
+    timing = dataclasses.replace(FAST, sweep_stall_s=0.5)
+    bridge = make_bridge(make_client(sim.url), redis, sim, [], timing=timing)
+    release = asyncio.Event()
+    original = bridge.sweeper.sweep
+    hung: list[str] = []
+
+    async def sweep(scope: Any, token: str, *, full: bool = False) -> Any:
+        if not hung or hung[0] == scope.key:
+            hung[:] = [scope.key]
+            await release.wait()
+        return await original(scope, token, full=full)
+
+    monkeypatch.setattr(bridge.sweeper, "sweep", sweep)
+    try:
+        await bridge.start()
+        await until(lambda: _true("sweeps" in bridge.readiness()[1]), "the hung sweep to show")
+        assert f"courses/{hung[0]}" in bridge.readiness()[1]["sweeps"]
+        assert "loop:schedule" not in bridge.readiness()[1]
+        release.set()
+        await until(lambda: _ready(bridge), "readiness once the sweep ends")
+    finally:
+        release.set()
+        await bridge.stop()
