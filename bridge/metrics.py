@@ -71,6 +71,16 @@ def render() -> bytes:
     return generate_latest(REGISTRY)
 
 
+UNKNOWN_STATUSES = _counter(
+    "unknown_statuses",
+    "Records read with a status outside Absorb's documented enum, by feed and number.",
+    ("feed", "status"),
+)
+QUARANTINED_RECORDS = _counter(
+    "quarantined_records",
+    "Records (and drill-downs) put in quarantine, by feed and category.",
+    ("feed", "category"),
+)
 SINK_EXCEPTIONS = _counter(
     "sink_exceptions",
     "Delivery tries that ended in an exception other than a SinkError (a bug, a template).",
@@ -88,16 +98,4 @@ SINK_GROUPS_DROPPED = _counter(
     "stale_sink_groups_dropped",
     "Outbox consumer groups dropped because no replica fed their sink within the grace period.",
     ("sink",),
-)
-
-
-UNKNOWN_STATUSES = _counter(
-    "unknown_statuses",
-    "Records read with a status outside Absorb's documented enum, by feed and number.",
-    ("feed", "status"),
-)
-QUARANTINED_RECORDS = _counter(
-    "quarantined_records",
-    "Records (and drill-downs) put in quarantine, by feed and category.",
-    ("feed", "category"),
 )
