@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bridge import clock, keys, metrics
+from bridge.errors import BridgeError
 from bridge.packing import LUA_SPLIT, pack, unpack
 
 # A page's snapshots and events travel packed (`bridge.packing`), and so do the bucket
@@ -139,11 +140,11 @@ return 0
 """
 
 
-class Fenced(Exception):
+class Fenced(BridgeError):
     """The lease was lost: another replica owns the scope now, so nothing was written."""
 
 
-class Conflict(Exception):
+class Conflict(BridgeError):
     """A snapshot changed since it was read; read again and diff again."""
 
 

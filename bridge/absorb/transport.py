@@ -26,6 +26,7 @@ from bridge.errors import (
     AbsorbRequestError,
     AbsorbResponseError,
     AbsorbUnavailableError,
+    BridgeError,
 )
 from bridge.ratelimit import TokenBucket
 from bridge.redaction import excerpt
@@ -56,7 +57,7 @@ class Credentials:
     password: str
 
 
-class _Retryable(Exception):
+class _Retryable(BridgeError):
     """A failed try that may be tried again."""
 
     def __init__(
