@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import ClientSession, web
 from structlog.testing import capture_logs
 
 from bridge.config import SqsSinkConfig
@@ -169,3 +170,52 @@ async def test_a_missing_queue_is_a_sink_error_naming_the_fix(sqs_endpoint: str)
     assert caught.value.retry_after_s is None
     assert not caught.value.gone
     await sink.close()
+
+
+async def test_a_redirecting_endpoint_is_never_followed(
+    redis: aioredis.Redis, sqs_endpoint: str, sqs_client: Any
+) -> None:
+    """An endpoint answering 301, 302, 303, 307 and 308 in turn: each a failed try naming the
+    Location, nothing sent there; once it forwards to SQS, every event arrives once."""
+    queue_url = await _queue(sqs_client, fifo=False)
+    redirects, seen = [301, 302, 303, 307, 308], []
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append(request.method)
+        if redirects:
+            # Followed, a 307 or 308 would re-send the message to the real queue.
+            return web.Response(status=redirects.pop(0), headers={"Location": sqs_endpoint + "/"})
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with (
+            ClientSession() as session,
+            session.post(sqs_endpoint + "/", data=body, headers=headers) as reply,
+        ):
+            return web.Response(status=reply.status, body=await reply.read(),
+                                headers={"Content-Type": reply.content_type})  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/", endpoint)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sink = _sink(queue_url, f"http://127.0.0.1:{port}")
+    worker, store = await _worker(redis, sink, schedule=(0,) + (0.01,) * 10)
+    events = sample_events(3, subjects=1)
+    await put_events(store, events)
+    try:
+        with capture_logs() as logs:
+            await _settle(worker, lambda: worker.delivered == 3)
+        retried = [e["error"] for e in logs if e["event"] == "delivery.retrying"]
+        assert len(retried) == 5
+        for status, error in zip((301, 302, 303, 307, 308), retried, strict=True):
+            assert f"HTTP {status} redirecting to {sqs_endpoint}/" in error
+        assert seen == ["POST"] * 8  # no GET of a followed 301/302/303
+        messages = await _receive_all(sqs_client, queue_url, 3)
+        assert sorted(json.loads(m["Body"])["id"] for m in messages) == sorted(
+            e["id"] for e in events
+        )
+    finally:
+        await sink.close()
+        await runner.cleanup()

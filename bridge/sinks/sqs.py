@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from bridge.config import SqsSinkConfig
-from bridge.redaction import mask
+from bridge.redaction import mask, mask_url
 from bridge.sinks.base import Delivery, SinkError
 
 STRUCTURED = "application/cloudevents+json"
@@ -82,6 +82,7 @@ class SqsSink:
         try:
             # aiobotocore and botocore ship no type hints.
             from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+            from aiobotocore.httpsession import AIOHTTPSession  # type: ignore[import-untyped]
             from aiobotocore.session import get_session  # type: ignore[import-untyped]
             from botocore.exceptions import (  # type: ignore[import-untyped]
                 BotoCoreError,
@@ -91,6 +92,10 @@ class SqsSink:
             raise SinkError(
                 self.name, "the sqs sink needs aiobotocore: pip install 'absorb-bridge[sqs]'"
             ) from None
+        if not hasattr(AIOHTTPSession, "_get_session"):
+            raise SinkError(
+                self.name, "this aiobotocore cannot turn redirects off: install aiobotocore>=2.13"
+            )
         self._errors = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError)
         config = self.config
         credentials: dict[str, str] = {}
@@ -110,6 +115,7 @@ class SqsSink:
                         connect_timeout=CONNECT_TIMEOUT_S,
                         read_timeout=READ_TIMEOUT_S,
                         retries={"mode": "standard", "total_max_attempts": 1},
+                        http_session_cls=_no_redirects(AIOHTTPSession),
                     ),
                     **credentials,
                 )
@@ -148,7 +154,15 @@ class SqsSink:
 
     def _explain(self, error: Exception) -> str:
         code, message = _error_code(error), ""
-        if code in _NO_QUEUE:
+        metadata = getattr(error, "response", {}).get("ResponseMetadata", {})
+        status = metadata.get("HTTPStatusCode")
+        if isinstance(status, int) and 300 <= status < 400:
+            location = metadata.get("HTTPHeaders", {}).get("location") or "nowhere"
+            message = (
+                f"HTTP {status} redirecting to {mask_url(location)}: "
+                "redirects are never followed, check queue_url and endpoint_url"
+            )
+        elif code in _NO_QUEUE:
             message = "the queue does not exist: check queue_url and region"
         elif code in _REFUSED:
             message = (
@@ -171,6 +185,28 @@ class SqsSink:
         status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
         throttled = _error_code(error) in _THROTTLING or status == 429
         return THROTTLED_RETRY_S if throttled else None
+
+
+def _no_redirects(session_cls: type[Any]) -> type[Any]:
+    """aiobotocore's HTTP session with aiohttp's redirect following turned off.
+
+    aiohttp follows redirects by default, which would re-send a message (or a
+    body-less GET) to whatever a 3xx names. With this session a 3xx reaches
+    botocore as the answer, so the try fails and the Location is reported.
+    """
+
+    class NoRedirects:
+        def __init__(self, session: aiohttp.ClientSession) -> None:
+            self._session = session
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            return self._session.request(*args, allow_redirects=False, **kwargs)
+
+    class NoRedirectSession(session_cls):  # type: ignore[misc]
+        async def _get_session(self, proxy_url: str | None) -> NoRedirects:
+            return NoRedirects(await super()._get_session(proxy_url))
+
+    return NoRedirectSession
 
 
 def message_attributes(event: dict[str, Any]) -> dict[str, dict[str, str]]:
