@@ -63,6 +63,15 @@ METRICS = {
     "absorb_bridge_leases_held": "gauge",
     "absorb_bridge_quarantined": "gauge",
     "absorb_bridge_ready": "gauge",
+    "absorb_bridge_loop_errors_total": "counter",
+    "absorb_bridge_loop_last_cycle_timestamp_seconds": "gauge",
+    "absorb_bridge_redis_data_lost_total": "counter",
+    "absorb_bridge_unknown_statuses_total": "counter",
+    "absorb_bridge_quarantined_records_total": "counter",
+    "absorb_bridge_sink_exceptions_total": "counter",
+    "absorb_bridge_dead_letters_dropped_total": "counter",
+    "absorb_bridge_quarantine_dropped_total": "counter",
+    "absorb_bridge_stale_sink_groups_dropped_total": "counter",
 }
 KNOWN_SERIES = set(METRICS) | {
     f"{name}{suffix}"
@@ -626,6 +635,14 @@ FIRING: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
         [_series("absorb_bridge_quarantined", "2x40", feed="courses")],
         {"job": "absorb-bridge", "feed": "courses", "severity": "info"},
     ),
+    "AbsorbBridgeLoopFailing": (
+        [_series("absorb_bridge_loop_errors_total", "0+1x40", loop="sweep:courses")],
+        {"job": "absorb-bridge", "loop": "sweep:courses", "severity": "warning"},
+    ),
+    "AbsorbBridgeRedisDataLost": (
+        [_series("absorb_bridge_redis_data_lost_total", "0x20 1x20")],
+        {"job": "absorb-bridge", "severity": "critical"},
+    ),
 }
 HEALTHY = [
     _series("absorb_bridge_watermark_lag_seconds", "60x40", feed="courses"),
@@ -637,6 +654,9 @@ HEALTHY = [
     _series("absorb_bridge_absorb_requests_total", "0+1x40", endpoint="e", status="429"),
     _series("absorb_bridge_absorb_requests_total", "0+99x40", endpoint="e", status="200"),
     _series("absorb_bridge_quarantined", "0x40", feed="courses"),
+    # A loop that failed once, long ago, and has been fine since.
+    _series("absorb_bridge_loop_errors_total", "1x40", loop="sweep:courses"),
+    _series("absorb_bridge_redis_data_lost_total", "1x40"),
 ]
 
 
