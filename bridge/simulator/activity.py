@@ -55,7 +55,10 @@ class Activity:
             owed += self.per_second * tick_s
             while owed >= 1.0:
                 owed -= 1.0
-                self.step()
+                try:
+                    self.step()
+                except Exception:  # a bug in one step must not end the simulated activity
+                    log.exception("sim.activity_step_failed")
 
     def _pick(self, accept: Callable[[CourseEnrollmentRec], bool]) -> CourseEnrollmentRec | None:
         if not self._ids:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from bridge import clock
@@ -101,6 +102,7 @@ class Simulator:
 
     async def _on_startup(self, _app: web.Application) -> None:
         self._activity_task = asyncio.create_task(self.activity.run(), name="sim-activity")
+        self._activity_task.add_done_callback(_report_end)
 
     async def _on_cleanup(self, _app: web.Application) -> None:
         if self._activity_task is not None:
@@ -208,3 +210,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _admin_id(seed: int) -> str:
     return str(uuid.UUID(int=random.Random(-seed).getrandbits(128), version=4))
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    """Log the simulated activity ending by anything but its cancellation."""
+    if not task.cancelled() and task.exception() is not None:
+        structlog.get_logger(__name__).error("sim.activity_ended", error=repr(task.exception()))
