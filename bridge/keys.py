@@ -130,3 +130,8 @@ def dropped(prefix: str) -> str:
     """A hash counting what the caps dropped: `dead_letters:<sink>`, `quarantine:<feed>`,
     `sink_groups`."""
     return f"{prefix}:dropped"
+
+
+def hints(prefix: str, feed: str) -> str:
+    """A sorted set of a feed's scopes a notice asked to sweep now, scored by the notice's time."""
+    return f"{prefix}:hints:{feed}"
