@@ -71,7 +71,8 @@ class Activity:
 
     def _attempt(self) -> bool:
         ce = self._pick(
-            lambda e: bool(e.lessons) and e.status in (Status.NotStarted, Status.InProgress)
+            lambda e: e.status in (Status.NotStarted, Status.InProgress)
+            and any(x.status != Status.Complete for x in e.lessons)
         )
         if ce is None:
             return False
