@@ -153,6 +153,14 @@ class Report:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+async def _serve(app: web.Application, port: int) -> web.AppRunner:
+    """Serve `app` on loopback `port` until its runner is cleaned up."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
 class Receiver:
     """A webhook receiver whose behaviour the run switches; it checks every signature."""
 
@@ -199,9 +207,7 @@ class Receiver:
 
         app = web.Application()
         app.router.add_post("/hook", hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await _serve(app, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -225,9 +231,7 @@ class Trap:
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", record)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await _serve(app, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -20,6 +20,43 @@ async def accept_all(_n: int, _request: web.Request) -> None:
     """Accept every request."""
 
 
+async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serve `app` on loopback (on `port`, or a free one); its runner and base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{bound}"
+
+
+def catch_all(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    """An app sending every method and path to `handler`."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+class CatchAll:
+    """A loopback server whose `handle` answers every method and path."""
+
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        """Listen on a free loopback port; returns the base URL."""
+        self._runner, url = await serve(catch_all(self.handle))
+        return url
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The answer to one request."""
+        raise NotImplementedError
+
+
 @dataclass
 class Receiver:
     """Records every request, verifies its signature with each secret, parses it as a CloudEvent."""
@@ -38,12 +75,8 @@ class Receiver:
         """Listen on loopback (on `port`, or a free one); returns the URL."""
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{bound}/hook"
+        self._runner, base = await serve(app, port)
+        self.url = f"{base}/hook"
         return self.url
 
     async def stop(self) -> None:
@@ -94,14 +127,7 @@ class Recorder:
 
     async def start(self) -> str:
         """Listen on a free loopback port; returns the base URL (no trailing slash)."""
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{bound}"
+        self._runner, self.url = await serve(catch_all(self._handle))
         return self.url
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ from bridge.absorb.token_cache import MemoryTokenCache, RedisTokenCache
 from bridge.absorb.transport import RetryPolicy
 from bridge.errors import AbsorbAuthError, AbsorbResponseError, AbsorbUnavailableError
 from tests.conftest import API_KEY, PASSWORD, USERNAME, MakeClient, SimHandle, free_port
+from tests.receivers import CatchAll
 
 
 async def _course(sim: SimHandle) -> str:
@@ -79,7 +80,7 @@ async def test_memory_cache_logs_in_once_for_concurrent_callers(
     assert (await simulator.state())["logins"] == 1
 
 
-class CarelessAbsorb:
+class CarelessAbsorb(CatchAll):
     """Answers every call with 401 and a body that echoes the request: body, headers and all.
 
     Logins succeed when `accept_logins`, each with a new token; calls are still refused.
@@ -88,24 +89,8 @@ class CarelessAbsorb:
     def __init__(self, *, accept_logins: bool = False) -> None:
         self.accept_logins = accept_logins
         self.tokens: list[str] = []
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> str:
-        """Listen on a free loopback port; returns the base URL."""
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/authenticate" and self.accept_logins:
             self.tokens.append(f"token-{len(self.tokens)}-{secrets.token_hex(8)}")
             return web.json_response(self.tokens[-1])

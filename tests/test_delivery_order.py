@@ -50,6 +50,19 @@ def _replica(redis: aioredis.Redis, prefix: str, url: str, secret: str, name: st
     )  # fmt: skip
 
 
+async def _two_replicas(redis: aioredis.Redis) -> tuple[Receiver, Store, SinkWorker, SinkWorker]:
+    """A signing receiver and replicas a and b of one http sink on a fresh prefix, set up."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    receiver = Receiver(secrets=[secret])
+    url = await receiver.start()
+    prefix = f"order-{secrets.token_hex(3)}"
+    a, b = (_replica(redis, prefix, url, secret, name) for name in ("a", "b"))
+    for replica in (a, b):
+        await replica.setup()
+        await replica.sink.start()
+    return receiver, Store(redis, prefix), a, b
+
+
 def _in_order_so_far(received: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> None:
     """Each enrollment's events that arrived are the first of its events, in order."""
     got, want = _order(received), _order(wanted)
@@ -72,15 +85,7 @@ async def test_two_replicas_a_filtered_route_and_a_kill_mid_batch_keep_each_enro
     replica b feeds; later a is killed mid-batch, with a batch read but not queued and
     events out for delivery. b carries on alone: every wanted event arrives, and each
     enrollment's events arrive in the order they happened."""
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    receiver = Receiver(secrets=[secret])
-    url = await receiver.start()
-    prefix = f"order-{secrets.token_hex(3)}"
-    store = Store(redis, prefix)
-    a, b = (_replica(redis, prefix, url, secret, name) for name in ("a", "b"))
-    for replica in (a, b):
-        await replica.setup()
-        await replica.sink.start()
+    receiver, store, a, b = await _two_replicas(redis)
     events = sample_events(300, subjects=30)  # ten events per enrollment
     await put_events(store, events)
     wanted = [e for e in events if e["status"] in WANTED]
@@ -154,15 +159,7 @@ async def test_a_replica_paused_past_its_lease_queues_nothing_when_it_wakes(
     lease; b takes over and queues that batch and the next. When a wakes, its queueing is
     refused, so nothing is queued twice or behind newer events, and a feeds again only
     after b's lease runs out."""
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    receiver = Receiver(secrets=[secret])
-    url = await receiver.start()
-    prefix = f"order-{secrets.token_hex(3)}"
-    store = Store(redis, prefix)
-    a, b = (_replica(redis, prefix, url, secret, name) for name in ("a", "b"))
-    for replica in (a, b):
-        await replica.setup()
-        await replica.sink.start()
+    receiver, store, a, b = await _two_replicas(redis)
     events = sample_events(120, subjects=30)
     await put_events(store, events)
     wanted = [e for e in events if e["status"] in WANTED]

@@ -18,7 +18,7 @@ from bridge.errors import AbsorbRequestError
 from bridge.sinks.http import HttpSink
 from tests.conftest import API_KEY, FAST_RETRY, PASSWORD, USERNAME
 from tests.engine import put_events, sample_events, settle_worker, sink_worker
-from tests.receivers import Receiver, Recorder
+from tests.receivers import CatchAll, Receiver, Recorder
 
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -88,31 +88,15 @@ async def test_a_redirect_without_location_is_a_failed_try(redis: aioredis.Redis
     await receiver.stop()
 
 
-class RedirectingAbsorb:
+class RedirectingAbsorb(CatchAll):
     """A stand-in for Absorb whose every endpoint answers `status` with a Location elsewhere."""
 
     def __init__(self, status: int, location: str) -> None:
         self.status = status
         self.location = location
         self.requests = 0
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> str:
-        """Listen on a free loopback port; returns the base URL."""
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         path = request.path_qs
         return web.Response(status=self.status, headers={"Location": self.location + path})

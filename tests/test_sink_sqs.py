@@ -20,6 +20,7 @@ from bridge.store import Store
 from tests.conftest import free_port
 from tests.engine import put_events, sample_events, settle_worker, sink_worker, statuses_by_subject
 from tests.fixtures_aws import AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY
+from tests.receivers import serve
 
 FAST = (0, 0.05, 0.05)
 
@@ -196,11 +197,8 @@ async def test_a_redirecting_endpoint_is_never_followed(
 
     app = web.Application()
     app.router.add_post("/", endpoint)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    sink = _sink(queue_url, f"http://127.0.0.1:{port}")
+    runner, url = await serve(app)
+    sink = _sink(queue_url, url)
     worker, store = await _worker(redis, sink, schedule=(0,) + (0.01,) * 10)
     events = sample_events(3, subjects=1)
     await put_events(store, events)

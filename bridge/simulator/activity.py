@@ -71,8 +71,10 @@ class Activity:
 
     def _attempt(self) -> bool:
         ce = self._pick(
-            lambda e: e.status in (Status.NotStarted, Status.InProgress)
-            and any(x.status != Status.Complete for x in e.lessons)
+            lambda e: (
+                e.status in (Status.NotStarted, Status.InProgress)
+                and any(x.status != Status.Complete for x in e.lessons)
+            )
         )
         if ce is None:
             return False
