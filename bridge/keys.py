@@ -135,3 +135,13 @@ def dropped(prefix: str) -> str:
 def hints(prefix: str, feed: str) -> str:
     """A sorted set of a feed's scopes a notice asked to sweep now, scored by the notice's time."""
     return f"{prefix}:hints:{feed}"
+
+
+def replica(prefix: str, replica_id: str) -> str:
+    """A running replica's loop health (JSON), written by its stats loop with a TTL."""
+    return f"{prefix}:replica:{replica_id}"
+
+
+def replica_pattern(prefix: str) -> str:
+    """The SCAN pattern matching every replica's loop health key."""
+    return f"{prefix}:replica:*"

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
-from bridge import clock, metrics
+from bridge import clock, metrics, replicas
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.timefmt import format_rfc3339, parse_datetime
 from bridge.delivery import SinkWorker
@@ -143,6 +143,8 @@ class Bridge:
         self._settings_checked = not check_redis_settings
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
         self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
+        #: How this process names itself in the loop health `status` reads.
+        self.replica_id = replicas.replica_id()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,6 +232,8 @@ class Bridge:
                 max(0.0, deadline - running.time()),
             )
         await _finish(self._upkeep, 0)
+        with contextlib.suppress(RedisError):  # it expires by itself anyway
+            await replicas.withdraw(self.store.redis, self.store.prefix, self.replica_id)
         for worker in self.workers:
             with contextlib.suppress(RedisError):  # the feeder lease runs out by itself anyway
                 await worker.release()
@@ -593,6 +597,7 @@ class Bridge:
             self.health["redis"] = "ok"
             await self._check_settings()
             await self.check_redis_data()
+            await self._publish_loop_health()
             metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
             for feed in self.feeds:
                 name = feed.spec.name
@@ -614,6 +619,18 @@ class Bridge:
             log.error("redis.unreachable", error=str(e))
         ready, _ = self.readiness()
         metrics.READY.set(int(ready))
+
+    async def _publish_loop_health(self) -> None:
+        """Tell `status` (through Redis) which of this replica's loops are dead or stalled."""
+        health = replicas.LoopHealth(
+            replica=self.replica_id,
+            at=clock.now().timestamp(),
+            loops=len(self.loops.loops),
+            dead=self.loops.dead(),
+            stalled=self.loops.stalled(),
+        )
+        ttl_s = max(30.0, 6 * self.timing.stats_interval_s)
+        await replicas.publish(self.store.redis, self.store.prefix, health, ttl_s)
 
     async def _lag(self, feed: str) -> float:
         now = clock.now()

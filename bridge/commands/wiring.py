@@ -71,6 +71,16 @@ def load(prog: str, path_arg: str | None, env: Mapping[str, str] | None = None) 
     return config
 
 
+def sink_named(prog: str, config: Config, name: str) -> SinkConfig | None:
+    """The sink called `name`, or None after saying which sinks there are."""
+    try:
+        return config.sink(name)
+    except KeyError:
+        names = ", ".join(s.name for s in config.sinks) or "none"
+        print(f"absorb-bridge {prog}: no sink '{name}' in the config (sinks: {names})")
+        return None
+
+
 def config_secrets(value: object) -> list[str]:
     """Every secret a config holds: SecretStr values and passwords inside URLs."""
     found: list[str] = []

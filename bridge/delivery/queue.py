@@ -216,10 +216,11 @@ class DeliveryQueue:
         )
         return bool(done)
 
-    async def dead_letters(self, count: int = 10_000) -> list[DeadLetter]:
-        """The sink's dead letters, oldest first."""
+    async def dead_letters(self, count: int = 10_000, *, newest: bool = False) -> list[DeadLetter]:
+        """The sink's dead letters, oldest first (or the newest `count`, newest first)."""
         result = []
-        entries: Any = await self.redis.xrange(self.dead, count=count)
+        read = self.redis.xrevrange if newest else self.redis.xrange
+        entries: Any = await read(self.dead, count=count)
         for dead_id, fields in entries:
             data = json.loads(_text(fields[b"entry"]))
             failed_at = data.pop("failed_at", "")
