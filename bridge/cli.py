@@ -22,6 +22,10 @@ from bridge.errors import BridgeError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 
+#: The daemons log their work; the demo's screen is its events; a one-shot command
+#: prints its answer, and its logs (retries while Absorb is slow) only with --log-level.
+_DEFAULT_LOG_LEVEL = {"run": "info", "simulate": "info", "demo": "warning"}
+
 
 def _duration(text: str) -> float:
     try:
@@ -141,7 +145,7 @@ def _global_options(
         "--log-level",
         default=argparse.SUPPRESS,
         choices=["debug", "info", "warning", "error"],
-        help="default: info (warning for the demo, whose screen is its events)",
+        help="default: info for run and simulate, warning for the demo, error for the rest",
     )
     if config:
         parser.add_argument(
@@ -157,8 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
     args.config = getattr(args, "config", None)
-    quiet = args.command == "demo"
-    logs.configure(level=getattr(args, "log_level", None) or ("warning" if quiet else "info"))
+    logs.configure(
+        level=getattr(args, "log_level", None) or _DEFAULT_LOG_LEVEL.get(args.command, "error")
+    )
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

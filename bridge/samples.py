@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge import events
+from bridge.absorb.models import Status
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.diff import diff
 from bridge.feeds import observe
@@ -20,7 +21,7 @@ SAMPLE_USER_ID = "00000000-0000-4000-8000-00000000a001"
 
 def course_enrollment(at: datetime, *, status: int, progress: float) -> dict[str, Any]:
     """A course enrollment as Absorb returns it, for a learner and course made up for tests."""
-    done = status == 2
+    done = status == Status.Complete
     return {
         "id": SAMPLE_ENROLLMENT_ID,
         "courseId": SAMPLE_COURSE_ID,
@@ -54,9 +55,12 @@ def course_enrollment(at: datetime, *, status: int, progress: float) -> dict[str
 def status_changed(source: str, at: datetime) -> dict[str, Any]:
     """An `absorb.course_enrollment.status_changed` event (InProgress to Complete) at `at`."""
     before = observe(
-        Kind.course_enrollment, course_enrollment(at - timedelta(hours=1), status=1, progress=50.0)
+        Kind.course_enrollment,
+        course_enrollment(at - timedelta(hours=1), status=Status.InProgress, progress=50.0),
     )
-    after = observe(Kind.course_enrollment, course_enrollment(at, status=2, progress=100.0))
+    after = observe(
+        Kind.course_enrollment, course_enrollment(at, status=Status.Complete, progress=100.0)
+    )
     (change,) = diff(before.snapshot(), after, emit_created=True, progress_events=False).changes
     return events.cloud_event(source, change)
 
