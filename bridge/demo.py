@@ -37,7 +37,6 @@ class _Console:
     """A sink that prints each event as a readable line and counts them."""
 
     name = "console"
-    last_reply = ""
 
     def __init__(self, out: TextIO, colour: bool) -> None:
         self.out = out

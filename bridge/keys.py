@@ -91,6 +91,11 @@ def delivery_entries(prefix: str, sink: str) -> str:
     return f"{prefix}:dq:{sink}:entries"
 
 
+def delivery_retrying(prefix: str, sink: str) -> str:
+    """A set of the ids of a sink's queued events that failed at least once."""
+    return f"{prefix}:dq:{sink}:retrying"
+
+
 def delivery_blocked(prefix: str, sink: str) -> str:
     """Per subject, the event of a sink's queue that later events of the subject wait behind."""
     return f"{prefix}:dq:{sink}:blocked"

@@ -601,7 +601,9 @@ class Bridge:
             metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
             for feed in self.feeds:
                 name = feed.spec.name
-                metrics.WATERMARK_LAG.labels(name).set(await self._lag(name))
+                lag_s, age_s = await self._lag_and_age(name)
+                metrics.WATERMARK_LAG.labels(name).set(lag_s)
+                metrics.SWEEP_AGE.labels(name).set(age_s)
                 metrics.QUARANTINED.labels(name).set(len(await self.store.quarantined(name)))
             for worker in self.workers:
                 counts = await worker.backlog()
@@ -632,14 +634,21 @@ class Bridge:
         ttl_s = max(30.0, 6 * self.timing.stats_interval_s)
         await replicas.publish(self.store.redis, self.store.prefix, health, ttl_s)
 
-    async def _lag(self, feed: str) -> float:
+    async def _lag_and_age(self, feed: str) -> tuple[float, float]:
+        """The oldest watermark's lag, and the longest time since a scope's last completed sweep.
+
+        A quiet scope's watermark falls behind with nothing to catch up on; its sweep
+        age stays within its interval while it is swept, which is what alerts watch.
+        """
         now = clock.now()
-        oldest = 0.0
+        lag = age = 0.0
         for key in await self.store.known_scopes(feed):
-            watermark = (await self.store.scope_state(feed, key)).get("watermark")
-            if watermark:
-                oldest = max(oldest, (now - from_us(int(watermark))).total_seconds())
-        return oldest
+            state = await self.store.scope_state(feed, key)
+            if state.get("watermark"):
+                lag = max(lag, (now - from_us(int(state["watermark"]))).total_seconds())
+            if state.get("swept_at"):
+                age = max(age, (now - parse_datetime(state["swept_at"])).total_seconds())
+        return lag, age
 
     async def deliver_once(self) -> int:
         """Feed and deliver every sink until nothing more goes; returns the events delivered."""

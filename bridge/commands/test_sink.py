@@ -35,12 +35,16 @@ async def _send(sink: Sink, config: Config) -> int:
     except SinkError as e:
         took = clock.monotonic() - started
         print(f"test-sink {sink.name}: NOT delivered after {took * 1000:.0f} ms: {e}")
-        if sink.last_reply:
-            print(f"  answer: {sink.last_reply}")
+        if reply := _reply(sink):
+            print(f"  answer: {reply}")
         return 1
     finally:
         await sink.close()
     took = clock.monotonic() - started
-    print(f"test-sink {sink.name}: delivered in {took * 1000:.0f} ms: {sink.last_reply}")
+    print(f"test-sink {sink.name}: delivered in {took * 1000:.0f} ms: {_reply(sink) or 'taken'}")
     print(f"  event {delivery.id} ({delivery.event['type']}, subject {delivery.event['subject']})")
     return 0
+
+
+def _reply(sink: Sink) -> str:
+    return str(getattr(sink, "last_reply", ""))

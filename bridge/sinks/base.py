@@ -73,12 +73,11 @@ def answered(status: int, body: bytes, secrets: list[str]) -> str:
 class Sink(Protocol):
     """Takes events one at a time; `send` returns only once the event is safely delivered.
 
-    `last_reply` says, for people, how the sink answered the last send (a status and
-    body line, a stream id, an acknowledgement).
+    A sink may also keep `last_reply`: for people, how it answered the last send (a
+    status and body line, a stream id, an acknowledgement); `test-sink` prints it.
     """
 
     name: str
-    last_reply: str
 
     async def start(self) -> None:
         """Open connections or files."""
