@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import shtab
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("config-schema", "print the JSON Schema of the config file (for editors)")
 
+    completion = command("completion", "print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+
     demo = command("demo", "watch the pipeline work on a simulated tenant")
     demo.add_argument(
         "--duration", type=_duration, default=None, help="stop by itself after this long (e.g. 30s)"
@@ -148,12 +152,13 @@ def _global_options(
         help="default: info for run and simulate, warning for the demo, error for the rest",
     )
     if config:
-        parser.add_argument(
+        option = parser.add_argument(
             "--config",
             default=argparse.SUPPRESS,
             metavar="FILE",
             help="the config file (or ABSORB_BRIDGE_CONFIG)",
         )
+        option.complete = shtab.FILE  # type: ignore[attr-defined]  # read by shtab
     return parser
 
 
@@ -205,12 +210,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bridge.commands.resync import resync
 
         return resync(args.config, args.feed)
+    if args.command == "completion":
+        print(shtab.complete(build_parser(), shell=args.shell))
+        return EXIT_OK
     if args.command == "config-schema":
         from bridge.config.schema import print_schema
 
         return print_schema()
     if args.command == "demo":
-        from bridge.demo import run_demo
+        try:
+            from bridge.demo import run_demo
+        except ModuleNotFoundError as e:
+            if e.name != "fakeredis":
+                raise
+            print(
+                "absorb-bridge demo: the demo keeps its state in fakeredis, which is not "
+                "installed: pip install 'absorb-bridge[demo]'",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
 
         code: int = asyncio.run(run_demo(args.duration))
         return code

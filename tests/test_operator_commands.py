@@ -450,3 +450,27 @@ async def _swept(base: str) -> bool:
         text = await reply.text()
     found = re.search(r'absorb_bridge_sweeps_total\{feed="courses",outcome="ok"\} (\S+)', text)
     return found is not None and float(found.group(1)) > 0
+
+
+async def test_bash_completion_completes_commands_and_their_options(tmp_path: Path) -> None:
+    """`completion bash` prints a script that completes command names and each command's
+    options, the global ones included."""
+    out, _ = await _cli("completion", "bash")
+    script = tmp_path / "absorb-bridge.bash"
+    script.write_text(out)
+
+    async def complete(*words: str) -> set[str]:
+        line = " ".join(words)
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c",
+            f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+            '_shtab_absorb_bridge; printf "%s\\n" "${COMPREPLY[@]}"',
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        done, _ = await proc.communicate()
+        return set(done.decode().split())
+
+    assert await complete("absorb-bridge", "dead") == {"dead-letters"}
+    assert {"test-sink", "status", "run"} <= await complete("absorb-bridge", "''")
+    options = await complete("absorb-bridge", "dead-letters", "--")
+    assert {"--sink", "--limit", "--json", "--config", "--log-level"} <= options
