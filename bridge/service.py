@@ -27,6 +27,7 @@ from bridge.delivery import SinkWorker
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
 from bridge.feeds import FeedSpec, Scope, discover_scopes
+from bridge.personal_data import PersonalData
 from bridge.routes import Route
 from bridge.sinks.base import Sink
 from bridge.store import Fenced, Store, redis_risks
@@ -73,6 +74,7 @@ class DeliveryOptions:
     max_in_flight: int = 8
     rate_limit_per_s: float | None = None
     max_dead_letters: int | None = None
+    personal_data: PersonalData | None = None
 
 
 @dataclass
@@ -672,6 +674,7 @@ def _worker(
         max_in_flight=options.max_in_flight,
         rate_limit_per_s=options.rate_limit_per_s,
         max_dead_letters=options.max_dead_letters,
+        personal_data=options.personal_data,
     )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from bridge import clock, samples
-from bridge.commands.wiring import build_sink, load, sink_named
+from bridge.commands.wiring import build_sink, load, personal_data, sink_named
 from bridge.config import Config
+from bridge.personal_data import PersonalData
 from bridge.sinks.base import Sink, SinkError
 
 
@@ -22,12 +23,13 @@ def test_sink(path_arg: str | None, name: str) -> int:
     sink_config = sink_named("test-sink", config, name)
     if sink_config is None:
         return 1
-    return asyncio.run(_send(build_sink(sink_config, config), config))
+    policy = personal_data(sink_config) or PersonalData()
+    return asyncio.run(_send(build_sink(sink_config, config), config, policy))
 
 
-async def _send(sink: Sink, config: Config) -> int:
+async def _send(sink: Sink, config: Config, policy: PersonalData) -> int:
     feed = config.feeds[0].name
-    delivery = samples.delivery(config.absorb.base_url, clock.now(), feed)
+    delivery = samples.delivery(config.absorb.base_url, clock.now(), feed, policy)
     started = clock.monotonic()
     try:
         await sink.start()

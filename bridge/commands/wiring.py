@@ -34,6 +34,7 @@ from bridge.config import (
 )
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.feeds import FeedSpec
+from bridge.personal_data import PersonalData
 from bridge.routes import Route
 from bridge.service import DeliveryOptions
 from bridge.sinks.base import Sink
@@ -181,8 +182,18 @@ def delivery_options(config: Config) -> dict[str, DeliveryOptions]:
             max_in_flight=getattr(sink, "max_in_flight", 8),
             rate_limit_per_s=getattr(sink, "rate_limit_per_s", None),
             max_dead_letters=sink.max_dead_letters,
+            personal_data=personal_data(sink),
         )
     return options
+
+
+def personal_data(sink: SinkConfig) -> PersonalData | None:
+    """What the sink drops or hashes of `data.current` and `data.previous`, if anything."""
+    option = sink.personal_data
+    if option is None:
+        return None
+    key = option.hash_key.get_secret_value().encode() if option.hash_key else None
+    return PersonalData(frozenset(option.drop), frozenset(option.hash), key)
 
 
 @dataclass
