@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except (BridgeError, RedisError, OSError) as e:
         # Redis or Absorb out of reach, an address in use: the user needs one line, not a trace.
-        print(f"absorb-bridge {args.command}: {explain(e)}", file=sys.stderr)
+        print(f"absorb-bridge {args.command}: {explain(e, args.command)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

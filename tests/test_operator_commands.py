@@ -26,7 +26,7 @@ from tests.conftest import (
     StartSimulator,
     free_port,
 )
-from tests.receivers import Receiver
+from tests.receivers import Receiver, serve
 from tests.test_commands import BRIDGE, ENV, _cli, _no_secrets
 from tests.test_supervision import FAST, make_bridge, until
 
@@ -341,7 +341,6 @@ async def test_test_sink_shows_the_http_body_and_a_stream_id(
 ) -> None:
     """The first line of an http receiver's body is printed; a Redis stream sink prints
     the entry id Redis gave the event."""
-    from tests.receivers import serve
 
     async def handle(request: web.Request) -> web.Response:
         await request.read()
@@ -474,3 +473,17 @@ async def test_bash_completion_completes_commands_and_their_options(tmp_path: Pa
     assert {"test-sink", "status", "run"} <= await complete("absorb-bridge", "''")
     options = await complete("absorb-bridge", "dead-letters", "--")
     assert {"--sink", "--limit", "--json", "--config", "--log-level"} <= options
+
+
+async def test_simulate_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
+    """`simulate` on a port in use says so in one line and exits 1."""
+    runner, base = await serve(web.Application())
+    port = base.rsplit(":", 1)[1]
+    try:
+        args = ["simulate", "--port", port, "--api-key", "k", "--username", "u", "--password", "p"]
+        _, err = await _cli(*args, expect=1)
+    finally:
+        await runner.cleanup()
+    line = _one_clear_line(err)
+    assert line.startswith("absorb-bridge simulate: address already in use"), line
+    assert line.endswith("choose another --host or --port")

@@ -10,8 +10,8 @@ from bridge import logs
 from bridge.errors import AbsorbAuthError, AbsorbError
 
 
-def explain(error: BaseException) -> str:
-    """What went wrong and what to look at, in one line with every secret masked."""
+def explain(error: BaseException, command: str) -> str:
+    """What went wrong in `command` and what to look at, in one line, every secret masked."""
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, RedisError):
         line = f"cannot reach Redis ({text}); check redis.url and that Redis is running"
@@ -20,7 +20,8 @@ def explain(error: BaseException) -> str:
     elif isinstance(error, AbsorbError):
         line = f"cannot reach Absorb ({text}); check absorb.base_url and the network"
     elif isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
-        line = f"address already in use ({text}); {ADDRESS_HINT}"
+        hint = ADDRESS_HINT if command == "run" else "choose another --host or --port"
+        line = f"address already in use ({text}); {hint}"
     else:
         line = text
     return logs.masked_text(line)

@@ -121,12 +121,17 @@ def render(report: dict[str, Any]) -> str:
                 else ""
             )
         )
-        lines.append(f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'every':>7}  next / error")
+        lines.append(
+            f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'swept':>7} {'every':>7}  next / error"
+        )
         for s in feed["scopes"]:
             tail = s["last_error"] or (s["next_at"] or "")
             every = _age(s["interval_s"])
             mark = s["watermark"] or "-"
-            lines.append(f"  {s['scope']:<52} {mark:<28} {_age(s['lag_s']):>8} {every:>7}  {tail}")
+            swept = _age(s["age_s"])
+            lines.append(
+                f"  {s['scope']:<52} {mark:<28} {_age(s['lag_s']):>8} {swept:>7} {every:>7}  {tail}"
+            )
         for q in feed["quarantined"]:
             lines.append(f"  quarantined {q['key']}: {q['error']}")
         lines.append("")
