@@ -147,6 +147,6 @@ def replica(prefix: str, replica_id: str) -> str:
     return f"{prefix}:replica:{replica_id}"
 
 
-def replica_pattern(prefix: str) -> str:
-    """The SCAN pattern matching every replica's loop health key."""
-    return f"{prefix}:replica:*"
+def replicas(prefix: str) -> str:
+    """A sorted set of replica ids by when each last wrote its loop health (Unix ms)."""
+    return f"{prefix}:replicas"
