@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
-from bridge import clock, metrics, replicas
+from bridge import clock, logs, metrics, replicas
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.timefmt import format_rfc3339, parse_datetime
 from bridge.delivery import SinkWorker
@@ -630,8 +630,9 @@ class Bridge:
             replica=self.replica_id,
             at=clock.now().timestamp(),
             loops=len(self.loops.loops),
-            dead=self.loops.dead(),
-            stalled=self.loops.stalled(),
+            # Why a loop is in trouble quotes its last error: no secret may travel with it.
+            dead={name: logs.masked_text(why) for name, why in self.loops.dead().items()},
+            stalled={name: logs.masked_text(why) for name, why in self.loops.stalled().items()},
         )
         ttl_s = max(30.0, 6 * self.timing.stats_interval_s)
         await replicas.publish(self.store.redis, self.store.prefix, health, ttl_s)

@@ -545,3 +545,35 @@ async def test_status_check_names_a_scope_left_unswept(
     await engine.store.set_scope_state("courses", scope.key, {"interval_s": "30"})
     _, err = await _cli("status", "--check", "--config", config, expect=1)
     assert f"PROBLEM: feed courses: 1 scope stale, {scope.key} last swept 3600s ago" in err
+
+
+async def test_run_with_redis_down_stays_up_not_ready_and_stops_cleanly(tmp_path: Path) -> None:
+    """The daemon is the one command that does not exit when Redis is down: it serves
+    /readyz 503 naming Redis, prints no traceback and no password, and exits 0 on SIGTERM."""
+    config = str(
+        _write_config(
+            tmp_path,
+            absorb_url="http://127.0.0.1:9",
+            redis_url=_dead_redis(),
+            sinks="  - name: out\n    type: stdout\n",
+        )
+    )
+    log = tmp_path / "run.log"
+    proc = await _start_run(config, log)
+    try:
+        line = await _line_with(log, "bridge.starting")
+        base = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)  # type: ignore[union-attr]
+
+        async def redis_named() -> bool:
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as reply:
+                body = await reply.json()
+                return reply.status == 503 and "unreachable" in body["checks"]["redis"]
+
+        await until(redis_named, "/readyz to name Redis")
+        assert proc.returncode is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert REDIS_PASSWORD not in text
