@@ -9,15 +9,23 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import shtab
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 if TYPE_CHECKING:  # imported lazily at run time: only `simulate` needs it
     from bridge.simulator.server import Simulator
 
 from bridge import __version__, logs
+from bridge.commands.failures import explain
 from bridge.durations import parse_duration
+from bridge.errors import BridgeError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
+
+#: The daemons log their work; the demo's screen is its events; a one-shot command
+#: prints its answer, and its logs (retries while Absorb is slow) only with --log-level.
+_DEFAULT_LOG_LEVEL = {"run": "info", "simulate": "info", "demo": "warning"}
 
 
 def _duration(text: str) -> float:
@@ -27,6 +35,12 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -34,15 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Change detection for Absorb LMS enrollments, delivered as CloudEvents.",
     )
     parser.add_argument("--version", action="version", version=f"absorb-bridge {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=None,
-        choices=["debug", "info", "warning", "error"],
-        help="default: info (warning for the demo, whose screen is its events)",
-    )
+    _global_options(parser, config=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sim = sub.add_parser("simulate", help="serve a simulated Absorb tenant over HTTP")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return _global_options(sub.add_parser(name, help=help))
+
+    sim = command("simulate", "serve a simulated Absorb tenant over HTTP")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8089)
     sim.add_argument("--api-key", required=True, help="the tenant's private API key")
@@ -82,19 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def with_config(name: str, help: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help)
-        command.add_argument(
-            "--config",
-            default=None,
-            metavar="FILE",
-            help="the config file (or ABSORB_BRIDGE_CONFIG)",
-        )
-        return command
+        return _global_options(sub.add_parser(name, help=help), config=True)
 
     with_config("run", "sweep, detect and deliver until SIGTERM/SIGINT")
     with_config("check-config", "validate the config and print it with secrets masked")
     status = with_config("status", "watermarks and lag per feed, backlog per sink")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 with one line per problem when something needs a person",
+    )
+    letters = with_config("dead-letters", "list a sink's dead-lettered events")
+    letters.add_argument("--sink", required=True, metavar="NAME")
+    letters.add_argument(
+        "--limit", type=_positive, default=50, metavar="N", help="at most N, newest first (50)"
+    )
+    letters.add_argument("--json", action="store_true", help="one JSON object per letter")
+    tester = with_config("test-sink", "deliver one sample event to a sink and print its answer")
+    tester.add_argument("--sink", required=True, metavar="NAME")
     replay = with_config("replay", "move a sink's dead-lettered events back for delivery")
     replay.add_argument("--sink", required=True, metavar="NAME")
     replay.add_argument(
@@ -107,58 +125,113 @@ def build_parser() -> argparse.ArgumentParser:
     resync = with_config("resync", "a full reconciliation sweep of one feed, now")
     resync.add_argument("--feed", required=True, metavar="NAME")
 
-    sub.add_parser("config-schema", help="print the JSON Schema of the config file (for editors)")
+    command("config-schema", "print the JSON Schema of the config file (for editors)")
 
-    demo = sub.add_parser("demo", help="watch the pipeline work on a simulated tenant")
+    completion = command("completion", "print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+
+    demo = command("demo", "watch the pipeline work on a simulated tenant")
     demo.add_argument(
         "--duration", type=_duration, default=None, help="stop by itself after this long (e.g. 30s)"
     )
     return parser
 
 
+def _global_options(
+    parser: argparse.ArgumentParser, *, config: bool = False
+) -> argparse.ArgumentParser:
+    """Options taken before the command or after it: `--log-level`, and `--config` where used.
+
+    Their default is to leave the namespace alone, so one given before the command is
+    not overwritten by the command's own parser; `main` fills in what is missing.
+    """
+    parser.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+        help="default: info for run and simulate, warning for the demo, error for the rest",
+    )
+    if config:
+        option = parser.add_argument(
+            "--config",
+            default=argparse.SUPPRESS,
+            metavar="FILE",
+            help="the config file (or ABSORB_BRIDGE_CONFIG)",
+        )
+        option.complete = shtab.FILE  # type: ignore[attr-defined]  # read by shtab
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    quiet = args.command == "demo"
-    logs.configure(level=args.log_level or ("warning" if quiet else "info"))
+    args.config = getattr(args, "config", None)
+    logs.configure(
+        level=getattr(args, "log_level", None) or _DEFAULT_LOG_LEVEL.get(args.command, "error")
+    )
     try:
-        if args.command == "simulate":
-            return _simulate(args)
-        if args.command == "run":
-            from bridge.commands.run import run
-
-            return run(args.config)
-        if args.command == "check-config":
-            from bridge.commands.check_config import check_config
-
-            return check_config(args.config)
-        if args.command == "status":
-            from bridge.commands.status import status
-
-            return status(args.config, as_json=args.json)
-        if args.command == "replay":
-            from bridge.commands.replay import replay
-
-            return replay(args.config, args.sink, since=args.since, event_id=args.id)
-        if args.command == "resync":
-            from bridge.commands.resync import resync
-
-            return resync(args.config, args.feed)
-        if args.command == "config-schema":
-            import json
-
-            from bridge.config import Config
-
-            schema = Config.model_json_schema(by_alias=True, mode="validation")
-            print(json.dumps(schema, indent=2))
-            return EXIT_OK
-        if args.command == "demo":
-            from bridge.demo import run_demo
-
-            code: int = asyncio.run(run_demo(args.duration))
-            return code
+        return _dispatch(args)
     except KeyboardInterrupt:
         return EXIT_OK
+    except (BridgeError, RedisError, OSError) as e:
+        # Redis or Absorb out of reach, an address in use: the user needs one line, not a trace.
+        print(f"absorb-bridge {args.command}: {explain(e, args.command)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "simulate":
+        return _simulate(args)
+    if args.command == "run":
+        from bridge.commands.run import run
+
+        return run(args.config)
+    if args.command == "check-config":
+        from bridge.commands.check_config import check_config
+
+        return check_config(args.config)
+    if args.command == "status":
+        from bridge.commands.status import status
+
+        return status(args.config, as_json=args.json, check=args.check)
+    if args.command == "dead-letters":
+        from bridge.commands.dead_letters import dead_letters
+
+        return dead_letters(args.config, args.sink, limit=args.limit, as_json=args.json)
+    if args.command == "test-sink":
+        from bridge.commands.test_sink import test_sink
+
+        return test_sink(args.config, args.sink)
+    if args.command == "replay":
+        from bridge.commands.replay import replay
+
+        return replay(args.config, args.sink, since=args.since, event_id=args.id)
+    if args.command == "resync":
+        from bridge.commands.resync import resync
+
+        return resync(args.config, args.feed)
+    if args.command == "completion":
+        print(shtab.complete(build_parser(), shell=args.shell))
+        return EXIT_OK
+    if args.command == "config-schema":
+        from bridge.config.schema import print_schema
+
+        return print_schema()
+    if args.command == "demo":
+        try:
+            from bridge.demo import run_demo
+        except ModuleNotFoundError as e:
+            if e.name != "fakeredis":
+                raise
+            print(
+                "absorb-bridge demo: the demo keeps its state in fakeredis, which is not "
+                "installed: pip install 'absorb-bridge[demo]'",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+
+        code: int = asyncio.run(run_demo(args.duration))
+        return code
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 

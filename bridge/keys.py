@@ -91,6 +91,11 @@ def delivery_entries(prefix: str, sink: str) -> str:
     return f"{prefix}:dq:{sink}:entries"
 
 
+def delivery_retrying(prefix: str, sink: str) -> str:
+    """A set of the ids of a sink's queued events that failed at least once."""
+    return f"{prefix}:dq:{sink}:retrying"
+
+
 def delivery_blocked(prefix: str, sink: str) -> str:
     """Per subject, the event of a sink's queue that later events of the subject wait behind."""
     return f"{prefix}:dq:{sink}:blocked"
@@ -135,3 +140,13 @@ def dropped(prefix: str) -> str:
 def hints(prefix: str, feed: str) -> str:
     """A sorted set of a feed's scopes a notice asked to sweep now, scored by the notice's time."""
     return f"{prefix}:hints:{feed}"
+
+
+def replica(prefix: str, replica_id: str) -> str:
+    """A running replica's loop health (JSON), written by its stats loop with a TTL."""
+    return f"{prefix}:replica:{replica_id}"
+
+
+def replicas(prefix: str) -> str:
+    """A sorted set of replica ids by when each last wrote its loop health (Unix ms)."""
+    return f"{prefix}:replicas"

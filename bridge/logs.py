@@ -36,15 +36,20 @@ def mask_secrets(
     return event_dict
 
 
+def masked_text(text: str) -> str:
+    """`text` with every registered secret and URL credential masked."""
+    return mask_url(mask(text, _secrets))
+
+
 def _masked(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_url(mask(value, _secrets))
+        return masked_text(value)
     if isinstance(value, dict):
         return {k: _masked(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_masked(v) for v in value]
     if isinstance(value, BaseException):
-        return mask_url(mask(str(value), _secrets))
+        return masked_text(str(value))
     return value
 
 

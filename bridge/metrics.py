@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import platform
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from bridge import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The process's CPU, memory and file descriptors, Python's garbage collector and version.
+for _collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+    REGISTRY.register(_collector)
 
 
 def _counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
@@ -27,6 +43,11 @@ RECORDS_READ = _counter("records_read", "Records read from Absorb by sweeps.", (
 EVENTS_EMITTED = _counter("events_emitted", "Events appended to the outbox.", ("feed", "type"))
 WATERMARK_LAG = _gauge(
     "watermark_lag_seconds", "Now minus the oldest scope watermark of a feed.", ("feed",)
+)
+SWEEP_AGE = _gauge(
+    "scope_sweep_age_seconds",
+    "Now minus the last completed sweep of a feed's least recently swept scope.",
+    ("feed",),
 )
 QUARANTINED = _gauge("quarantined", "Records held in quarantine.", ("feed",))
 LEASES_HELD = _gauge("leases_held", "Scopes this replica is sweeping right now.", ("feed",))
@@ -64,6 +85,12 @@ LOOP_LAST_CYCLE = _gauge(
 REDIS_DATA_LOST = _counter(
     "redis_data_lost", "Times Redis was found to have lost the bridge's data while it ran.", ()
 )
+
+
+BUILD_INFO = _gauge(
+    "build_info", "Always 1; the labels say which bridge runs.", ("version", "python_version")
+)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 
 def render() -> bytes:

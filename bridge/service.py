@@ -20,13 +20,14 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
-from bridge import clock, metrics
+from bridge import clock, logs, metrics, replicas
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.timefmt import format_rfc3339, parse_datetime
 from bridge.delivery import SinkWorker
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
 from bridge.feeds import FeedSpec, Scope, discover_scopes
+from bridge.personal_data import PersonalData
 from bridge.routes import Route
 from bridge.sinks.base import Sink
 from bridge.store import Fenced, Store, redis_risks
@@ -73,6 +74,7 @@ class DeliveryOptions:
     max_in_flight: int = 8
     rate_limit_per_s: float | None = None
     max_dead_letters: int | None = None
+    personal_data: PersonalData | None = None
 
 
 @dataclass
@@ -143,6 +145,8 @@ class Bridge:
         self._settings_checked = not check_redis_settings
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
         self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
+        #: How this process names itself in the loop health `status` reads.
+        self.replica_id = replicas.replica_id()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,6 +234,8 @@ class Bridge:
                 max(0.0, deadline - running.time()),
             )
         await _finish(self._upkeep, 0)
+        with contextlib.suppress(RedisError):  # it expires by itself anyway
+            await replicas.withdraw(self.store.redis, self.store.prefix, self.replica_id)
         for worker in self.workers:
             with contextlib.suppress(RedisError):  # the feeder lease runs out by itself anyway
                 await worker.release()
@@ -593,10 +599,13 @@ class Bridge:
             self.health["redis"] = "ok"
             await self._check_settings()
             await self.check_redis_data()
+            await self._publish_loop_health()
             metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
             for feed in self.feeds:
                 name = feed.spec.name
-                metrics.WATERMARK_LAG.labels(name).set(await self._lag(name))
+                lag_s, age_s = await self._lag_and_age(name)
+                metrics.WATERMARK_LAG.labels(name).set(lag_s)
+                metrics.SWEEP_AGE.labels(name).set(age_s)
                 metrics.QUARANTINED.labels(name).set(len(await self.store.quarantined(name)))
             for worker in self.workers:
                 counts = await worker.backlog()
@@ -615,14 +624,34 @@ class Bridge:
         ready, _ = self.readiness()
         metrics.READY.set(int(ready))
 
-    async def _lag(self, feed: str) -> float:
+    async def _publish_loop_health(self) -> None:
+        """Tell `status` (through Redis) which of this replica's loops are dead or stalled."""
+        health = replicas.LoopHealth(
+            replica=self.replica_id,
+            at=clock.now().timestamp(),
+            loops=len(self.loops.loops),
+            # Why a loop is in trouble quotes its last error: no secret may travel with it.
+            dead={name: logs.masked_text(why) for name, why in self.loops.dead().items()},
+            stalled={name: logs.masked_text(why) for name, why in self.loops.stalled().items()},
+        )
+        ttl_s = max(30.0, 6 * self.timing.stats_interval_s)
+        await replicas.publish(self.store.redis, self.store.prefix, health, ttl_s)
+
+    async def _lag_and_age(self, feed: str) -> tuple[float, float]:
+        """The oldest watermark's lag, and the longest time since a scope's last completed sweep.
+
+        A quiet scope's watermark falls behind with nothing to catch up on; its sweep
+        age stays within its interval while it is swept, which is what alerts watch.
+        """
         now = clock.now()
-        oldest = 0.0
+        lag = age = 0.0
         for key in await self.store.known_scopes(feed):
-            watermark = (await self.store.scope_state(feed, key)).get("watermark")
-            if watermark:
-                oldest = max(oldest, (now - from_us(int(watermark))).total_seconds())
-        return oldest
+            state = await self.store.scope_state(feed, key)
+            if state.get("watermark"):
+                lag = max(lag, (now - from_us(int(state["watermark"]))).total_seconds())
+            if state.get("swept_at"):
+                age = max(age, (now - parse_datetime(state["swept_at"])).total_seconds())
+        return lag, age
 
     async def deliver_once(self) -> int:
         """Feed and deliver every sink until nothing more goes; returns the events delivered."""
@@ -646,6 +675,7 @@ def _worker(
         max_in_flight=options.max_in_flight,
         rate_limit_per_s=options.rate_limit_per_s,
         max_dead_letters=options.max_dead_letters,
+        personal_data=options.personal_data,
     )
 
 

@@ -428,7 +428,7 @@ def test_unknown_keys_are_named_with_their_path(tmp_path: Path) -> None:
     assert "sink: unknown key (did you mean 'sinks'?)" in found
     assert "feeds[0].intreval: unknown key (did you mean 'interval'?)" in found
     assert "redis.prefx: unknown key (did you mean 'prefix'?)" in found
-    known = "name, max_dead_letters, type, path, fsync"
+    known = "name, max_dead_letters, personal_data, type, path, fsync"
     assert f"sinks[0].colour: unknown key (known keys: {known})" in found
     assert len(found) == 4
 

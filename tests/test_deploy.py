@@ -53,6 +53,8 @@ METRICS = {
     "absorb_bridge_sweep_duration_seconds": "histogram",
     "absorb_bridge_delivery_latency_seconds": "histogram",
     "absorb_bridge_watermark_lag_seconds": "gauge",
+    "absorb_bridge_scope_sweep_age_seconds": "gauge",
+    "absorb_bridge_build_info": "gauge",
     "absorb_bridge_outbox_length": "gauge",
     "absorb_bridge_sink_backlog": "gauge",
     "absorb_bridge_sink_in_flight": "gauge",
@@ -590,12 +592,24 @@ def _series(name: str, values: str, **labels: str) -> dict[str, str]:
 
 # For each alert: series that must make it fire after 30 minutes, and the labels it fires with.
 FIRING: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
-    "AbsorbBridgeWatermarkLagHigh": (
+    "AbsorbBridgeSweepsBehind": (
         [
-            _series("absorb_bridge_watermark_lag_seconds", "1200x40", feed="courses"),
-            _series("absorb_bridge_watermark_lag_seconds", "1200x40", feed="courses", instance="b"),
+            _series("absorb_bridge_scope_sweep_age_seconds", "1200x40", feed="courses"),
+            _series(
+                "absorb_bridge_scope_sweep_age_seconds", "1200x40", feed="courses", instance="b"
+            ),
         ],
         {"job": "absorb-bridge", "feed": "courses", "severity": "warning"},
+    ),
+    "AbsorbBridgeLoopStalled": (
+        # Its last cycle at minute 1, then nothing: stalled from minute 11.
+        [_series("absorb_bridge_loop_last_cycle_timestamp_seconds", "60x40", loop="feed:hr")],
+        {
+            "job": "absorb-bridge",
+            "instance": "bridge-0:9464",
+            "loop": "feed:hr",
+            "severity": "critical",
+        },
     ),
     "AbsorbBridgeDeadLettersGrowing": (
         [
@@ -645,7 +659,18 @@ FIRING: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
     ),
 }
 HEALTHY = [
-    _series("absorb_bridge_watermark_lag_seconds", "60x40", feed="courses"),
+    # A quiet feed: nothing changed for days, so its watermark lags, but it is swept.
+    _series("absorb_bridge_watermark_lag_seconds", "400000+60x40", feed="courses"),
+    _series("absorb_bridge_scope_sweep_age_seconds", "30x40", feed="courses"),
+    # Loops completing cycles; a sink's open loop ended long ago, as it does once opened;
+    # discovery completes one every 10 minutes.
+    _series("absorb_bridge_loop_last_cycle_timestamp_seconds", "0+60x40", loop="feed:hr"),
+    _series("absorb_bridge_loop_last_cycle_timestamp_seconds", "0x40", loop="open:hr"),
+    _series(
+        "absorb_bridge_loop_last_cycle_timestamp_seconds",
+        "0x10 600x10 1200x10 1800x10",
+        loop="discovery:courses",
+    ),
     _series("absorb_bridge_delivery_attempts_total", "0+10x40", sink="hr", outcome="delivered"),
     _series("absorb_bridge_delivery_attempts_total", "3x40", sink="hr", outcome="dead_lettered"),
     _series("absorb_bridge_sink_circuit_open", "0x40", sink="hr"),
@@ -781,3 +806,29 @@ def test_alerts_and_dashboard_use_only_exported_metrics() -> None:
     assert dashboard_names <= KNOWN_SERIES, dashboard_names - KNOWN_SERIES
     families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in dashboard_names}
     assert families >= set(METRICS), set(METRICS) - families
+
+
+def test_the_metrics_table_is_what_the_bridge_exports() -> None:
+    """METRICS lists exactly the absorb_bridge_* families the bridge exports, by kind; the
+    process and garbage-collector collectors and the build info are exported too."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bridge import __version__, metrics
+
+    exported = {
+        (f"{f.name}_total" if f.type == "counter" else f.name): f
+        for f in text_string_to_metric_families(metrics.render().decode())
+    }
+    ours = {
+        name: f.type
+        for name, f in exported.items()
+        # `_created` is the client's creation time of an unlabelled counter, not a family.
+        if name.startswith("absorb_bridge_") and not name.endswith("_created")
+    }
+    assert ours == METRICS
+    assert {"process_resident_memory_bytes", "python_gc_collections_total", "python_info"} <= set(
+        exported
+    )
+    (build,) = exported["absorb_bridge_build_info"].samples
+    assert build.labels["version"] == __version__
+    assert build.value == 1

@@ -372,3 +372,38 @@ async def test_a_redirect_is_never_followed(
     for status, error in zip(REDIRECTS, retried, strict=True):
         assert f"HTTP {status} redirecting to {other}***" in error
         assert HOOK_PATH not in error
+
+
+SHIPPED_SLACK_TEMPLATE = (
+    Path(__file__).resolve().parent.parent / "config" / "templates" / "slack-complete.json.j2"
+)
+
+
+async def test_the_shipped_completion_template_renders_block_kit() -> None:
+    """config/templates/slack-complete.json.j2, which the README and config/slack.yaml
+    point to, renders the sample completion as Block Kit with the learner and course."""
+    from bridge import clock, samples
+    from bridge.sinks.slack import SlackSink
+
+    template = SHIPPED_SLACK_TEMPLATE
+    config = SlackSinkConfig.model_validate(
+        {
+            "name": "channel",
+            "type": "slack",
+            "webhook_url": "https://hooks.slack.com/services/T0/B0/xyz",
+            "templates": {"Complete": str(template)},
+        }
+    )
+    sink = SlackSink(config)
+    await sink.start()
+    event = samples.status_changed("https://rest.myabsorb.com", clock.now())
+    try:
+        message = sink.payload(event)
+    finally:
+        await sink.close()
+    assert message["blocks"][0]["text"]["text"] == "Course completed: absorb-bridge test course"
+    fields = " ".join(f["text"] for f in message["blocks"][1]["fields"])
+    assert "Test Learner" in fields
+    assert "92" in fields
+    assert event["id"] in fields
+    assert message["text"]

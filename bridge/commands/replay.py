@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from bridge import clock
 from bridge.absorb.timefmt import parse_datetime
-from bridge.commands.wiring import connect, load
+from bridge.commands.wiring import connect, load, sink_named
 from bridge.config import Config
 from bridge.delivery import DeadLetter, DeliveryQueue
 from bridge.durations import parse_duration
@@ -25,9 +25,7 @@ def replay(
     config = load("replay", path_arg)
     if isinstance(config, int):
         return config
-    names = [s.name for s in config.sinks]
-    if sink not in names:
-        print(f"absorb-bridge replay: no sink '{sink}' in the config (sinks: {', '.join(names)})")
+    if sink_named("replay", config, sink) is None:
         return 1
     try:
         cutoff = _cutoff(since)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
+import sys
+from collections.abc import Mapping
 
 import structlog
+from aiohttp import web
+from pydantic import ValidationError
 
 from bridge import health
 from bridge.commands.wiring import (
@@ -17,24 +22,35 @@ from bridge.commands.wiring import (
     load,
     routes,
 )
-from bridge.config import Config
+from bridge.config import Config, HttpServerConfig
 from bridge.service import Bridge
 from bridge.sinks.base import Sink
 
 log = structlog.get_logger(__name__)
 
+#: Overrides `http.listen`: how replicas on one host sharing one config get an address each.
+LISTEN_ENV = "ABSORB_BRIDGE_HTTP_LISTEN"
 
-def run(path_arg: str | None) -> int:
+
+def run(path_arg: str | None, env: Mapping[str, str] | None = None) -> int:
     """Load the config and run the bridge; 0 after a clean stop, 1 for a bad config."""
     config = load("run", path_arg)
     if isinstance(config, int):
         return config
+    env = os.environ if env is None else env
+    listen = env.get(LISTEN_ENV)
+    if listen:
+        try:
+            config.http = HttpServerConfig(listen=listen)
+        except ValidationError as e:
+            print(f"absorb-bridge run: {LISTEN_ENV}: {e.errors()[0]['msg']}", file=sys.stderr)
+            return 1
     sinks = [build_sink(s, config) for s in config.sinks]
-    asyncio.run(_run(config, sinks))
+    asyncio.run(_run(config, sinks, explicit=bool(listen)))
     return 0
 
 
-async def _run(config: Config, sinks: list[Sink]) -> None:
+async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -60,9 +76,7 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
             page_size=config.absorb.page_size,
             delivery=delivery_options(config),
         )
-        server, port = await health.serve(
-            bridge.readiness, config.http.host, config.http.port, liveness=bridge.liveness
-        )
+        server, port = await _serve_health(bridge, config, explicit=explicit)
         log.info(
             "bridge.starting",
             feeds=len(config.feeds),
@@ -75,3 +89,28 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
         await bridge.stop()
         await server.cleanup()
         log.info("bridge.stopped")
+
+
+async def _serve_health(
+    bridge: Bridge, config: Config, *, explicit: bool
+) -> tuple[web.AppRunner, int]:
+    """The health server on `http.listen`; on a free port when the configured one is taken.
+
+    A second replica on one host from one config finds the port taken: it serves on a
+    free port and says which, rather than dying. An address given explicitly (the
+    environment override, or port 0) is used as given: in use there, it fails.
+    """
+    host, port = config.http.host, config.http.port
+    try:
+        return await health.serve(bridge.readiness, host, port, liveness=bridge.liveness)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or port == 0 or explicit:
+            raise
+    server, bound = await health.serve(bridge.readiness, host, 0, liveness=bridge.liveness)
+    log.warning(
+        "http.port_taken",
+        configured=config.http.listen,
+        serving=f"http://{host}:{bound}",
+        hint=f"set {LISTEN_ENV}=HOST:PORT to choose each replica's address",
+    )
+    return server, bound

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
-from bridge import clock
-from bridge.absorb.timefmt import format_rfc3339
+from bridge import clock, replicas
+from bridge.absorb.timefmt import format_rfc3339, parse_datetime
+from bridge.commands.checks import problems
 from bridge.commands.wiring import connect, load
 from bridge.config import Config
 from bridge.delivery import DeliveryQueue, outbox_lag
@@ -15,14 +17,25 @@ from bridge.store import Store
 from bridge.sweep import from_us
 
 
-def status(path_arg: str | None, *, as_json: bool = False) -> int:
-    """Print the bridge's state from Redis; needs no running daemon."""
+def status(path_arg: str | None, *, as_json: bool = False, check: bool = False) -> int:
+    """Print the bridge's state from Redis; needs no running daemon.
+
+    With `check`, also one line per problem that needs a person (on stderr, after
+    the report) and exit 1 when there is any.
+    """
     config = load("status", path_arg)
     if isinstance(config, int):
         return config
     report = asyncio.run(_collect(config))
+    found = problems(report)
+    if check:
+        report["problems"] = found
     print(json.dumps(report, indent=2) if as_json else render(report))
-    return 0
+    if not check:
+        return 0
+    for line in found:
+        print(f"PROBLEM: {line}", file=sys.stderr)
+    return 1 if found else 0
 
 
 async def _collect(config: Config) -> dict[str, Any]:
@@ -47,6 +60,7 @@ async def _collect(config: Config) -> dict[str, Any]:
             "now": format_rfc3339(clock.now()),
             "outbox": await store.outbox_length(),
             "sink_groups_dropped": dropped.get("sink_groups", 0),
+            "replicas": await replicas.read_all(parts.redis, store.prefix),
             "feeds": feeds,
             "sinks": sinks,
         }
@@ -58,12 +72,14 @@ async def _feed(store: Store, name: str, dropped: dict[str, int]) -> dict[str, A
     for key in await store.known_scopes(name):
         state = await store.scope_state(name, key)
         watermark = from_us(int(state["watermark"])) if state.get("watermark") else None
+        swept_at = parse_datetime(state["swept_at"]) if state.get("swept_at") else None
         scopes.append(
             {
                 "scope": key,
                 "watermark": format_rfc3339(watermark) if watermark else None,
                 "lag_s": round((now - watermark).total_seconds(), 1) if watermark else None,
                 "swept_at": state.get("swept_at"),
+                "age_s": round((now - swept_at).total_seconds(), 1) if swept_at else None,
                 "next_at": state.get("next_at"),
                 "interval_s": float(state.get("interval_s", "0") or 0) or None,
                 "last_error": state.get("last_error") or None,
@@ -85,7 +101,15 @@ async def _feed(store: Store, name: str, dropped: dict[str, int]) -> dict[str, A
 
 def render(report: dict[str, Any]) -> str:
     """The report as tables for a terminal."""
-    lines = [f"absorb-bridge status at {report['now']}   outbox: {report['outbox']} events", ""]
+    lines = [f"absorb-bridge status at {report['now']}   outbox: {report['outbox']} events"]
+    for replica in report["replicas"]:
+        trouble = len(replica.get("dead", {})) + len(replica.get("stalled", {}))
+        lines.append(
+            f"replica {replica['replica']}: {replica['loops']} loops, "
+            f"{f'{trouble} dead or stalled' if trouble else 'all running'}"
+            f" (reported {_age(replica['age_s'])} ago)"
+        )
+    lines.append("")
     for feed in report["feeds"]:
         lag = feed["max_lag_s"]
         lines.append(
@@ -97,12 +121,17 @@ def render(report: dict[str, Any]) -> str:
                 else ""
             )
         )
-        lines.append(f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'every':>7}  next / error")
+        lines.append(
+            f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'swept':>7} {'every':>7}  next / error"
+        )
         for s in feed["scopes"]:
             tail = s["last_error"] or (s["next_at"] or "")
             every = _age(s["interval_s"])
             mark = s["watermark"] or "-"
-            lines.append(f"  {s['scope']:<52} {mark:<28} {_age(s['lag_s']):>8} {every:>7}  {tail}")
+            swept = _age(s["age_s"])
+            lines.append(
+                f"  {s['scope']:<52} {mark:<28} {_age(s['lag_s']):>8} {swept:>7} {every:>7}  {tail}"
+            )
         for q in feed["quarantined"]:
             lines.append(f"  quarantined {q['key']}: {q['error']}")
         lines.append("")

@@ -34,6 +34,7 @@ from bridge.config import (
 )
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.feeds import FeedSpec
+from bridge.personal_data import PersonalData
 from bridge.routes import Route
 from bridge.service import DeliveryOptions
 from bridge.sinks.base import Sink
@@ -69,6 +70,16 @@ def load(prog: str, path_arg: str | None, env: Mapping[str, str] | None = None) 
         print(f"warning: {warning}", file=sys.stderr)
     logs.register_secrets(config_secrets(config))
     return config
+
+
+def sink_named(prog: str, config: Config, name: str) -> SinkConfig | None:
+    """The sink called `name`, or None after saying which sinks there are."""
+    try:
+        return config.sink(name)
+    except KeyError:
+        names = ", ".join(s.name for s in config.sinks) or "none"
+        print(f"absorb-bridge {prog}: no sink '{name}' in the config (sinks: {names})")
+        return None
 
 
 def config_secrets(value: object) -> list[str]:
@@ -171,8 +182,18 @@ def delivery_options(config: Config) -> dict[str, DeliveryOptions]:
             max_in_flight=getattr(sink, "max_in_flight", 8),
             rate_limit_per_s=getattr(sink, "rate_limit_per_s", None),
             max_dead_letters=sink.max_dead_letters,
+            personal_data=personal_data(sink),
         )
     return options
+
+
+def personal_data(sink: SinkConfig) -> PersonalData | None:
+    """What the sink drops or hashes of `data.current` and `data.previous`, if anything."""
+    option = sink.personal_data
+    if option is None:
+        return None
+    key = option.hash_key.get_secret_value().encode() if option.hash_key else None
+    return PersonalData(frozenset(option.drop), frozenset(option.hash), key)
 
 
 @dataclass

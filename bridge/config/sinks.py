@@ -32,10 +32,30 @@ from bridge.config.errors import Problem, _fail
 from bridge.config.values import AnyDuration, ExistingFile, PositiveDuration, Slug, Template, Text
 
 
+class PersonalDataConfig(_Model):
+    """Fields of `data.current` and `data.previous` a sink drops or hashes (Absorb's names)."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("hash_key",)
+
+    drop: list[Text] = Field([])
+    hash: list[Text] = Field([])
+    hash_key: Secret | None = None
+
+    @model_validator(mode="after")
+    def _some_and_not_both(self) -> PersonalDataConfig:
+        if not self.drop and not self.hash:
+            raise ValueError("name the fields to drop or to hash, e.g. drop: [fullName]")
+        both = sorted(set(self.drop) & set(self.hash))
+        if both:
+            raise ValueError(f"{', '.join(both)}: either dropped or hashed, not both")
+        return self
+
+
 class _Sink(_Model):
     name: Slug
     # Dead letters kept for the sink; beyond it the oldest go (and are counted).
     max_dead_letters: int = Field(10_000, ge=1)
+    personal_data: PersonalDataConfig | None = None
 
 
 class FileSinkConfig(_Sink):

@@ -8,7 +8,7 @@ import string
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from bridge.absorb.models import Status, is_status_name
 from bridge.durations import parse_duration
@@ -46,7 +46,13 @@ def _duration(value: Any) -> Any:
 
 
 _render_duration = PlainSerializer(format_duration, return_type=str, when_used="json")
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, allow_inf_nan=False)]
+# Marked for `config-schema`, which lets the file say `30s` where the model holds seconds.
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    Field(ge=0, allow_inf_nan=False),
+    WithJsonSchema({"type": "number", "minimum": 0, "format": "duration"}),
+]
 PositiveDuration = Annotated[Duration, Field(gt=0), _render_duration]
 AnyDuration = Annotated[Duration, _render_duration]
 

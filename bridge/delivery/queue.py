@@ -106,6 +106,7 @@ class DeliveryQueue:
         self.group = keys.sink_group(sink)
         self.due = keys.delivery_due(prefix, sink)
         self.entries = keys.delivery_entries(prefix, sink)
+        self.retrying = keys.delivery_retrying(prefix, sink)
         self.blocked = keys.delivery_blocked(prefix, sink)
         self.held = keys.delivery_held_prefix(prefix, sink)
         self.dead = keys.dead_letters(prefix, sink)
@@ -186,7 +187,8 @@ class DeliveryQueue:
             return 0
         lengths, blob = pack(value.encode() for q in done for value in (q.id, q.subject))
         settled = await self._settle_many(
-            keys=[self.due, self.entries, self.blocked], args=[now_ms, self.held, lengths, blob]
+            keys=[self.due, self.entries, self.blocked, self.retrying],
+            args=[now_ms, self.held, lengths, blob],
         )
         return int(settled)
 
@@ -199,7 +201,7 @@ class DeliveryQueue:
         entry = json.dumps({**q.__dict__, "failed_at": failed_at})
         cap = "" if self.max_dead_letters is None else str(self.max_dead_letters)
         done, dropped = await self._settle(
-            keys=[self.due, self.entries, self.blocked, self.dead, self.dropped],
+            keys=[self.due, self.entries, self.blocked, self.dead, self.dropped, self.retrying],
             args=[q.id, q.subject, self.held + q.subject, entry, now_ms, cap, self.dropped_field],
         )
         return bool(done), int(dropped)
@@ -212,14 +214,15 @@ class DeliveryQueue:
     async def retry_at(self, q: Queued, when_ms: int) -> bool:
         """Schedule the next try of an event (keeping its tries and last error)."""
         done = await self._reschedule(
-            keys=[self.due, self.entries], args=[q.id, when_ms, q.payload()]
+            keys=[self.due, self.entries, self.retrying], args=[q.id, when_ms, q.payload()]
         )
         return bool(done)
 
-    async def dead_letters(self, count: int = 10_000) -> list[DeadLetter]:
-        """The sink's dead letters, oldest first."""
+    async def dead_letters(self, count: int = 10_000, *, newest: bool = False) -> list[DeadLetter]:
+        """The sink's dead letters, oldest first (or the newest `count`, newest first)."""
         result = []
-        entries: Any = await self.redis.xrange(self.dead, count=count)
+        read = self.redis.xrevrange if newest else self.redis.xrange
+        entries: Any = await read(self.dead, count=count)
         for dead_id, fields in entries:
             data = json.loads(_text(fields[b"entry"]))
             failed_at = data.pop("failed_at", "")
@@ -252,14 +255,14 @@ class DeliveryQueue:
         await self.redis.delete(self.disabled_key)
 
     async def counts(self) -> dict[str, int]:
-        """Queued (due or held) and retrying events, dead letters, and those the cap dropped."""
-        queued = int(await self.redis.hlen(self.entries))
-        retrying = 0
-        for payload in (await self.redis.hvals(self.entries)) if queued < 10_000 else []:
-            retrying += 1 if Queued.load("", payload).attempts else 0
+        """Queued (due or held) and retrying events, dead letters, and those the cap dropped.
+
+        Retrying events are counted from the set each retry adds its event to, so the
+        stats loop reads no event to count them, however long the queue.
+        """
         return {
-            "queued": queued,
-            "retrying": retrying,
+            "queued": int(await self.redis.hlen(self.entries)),
+            "retrying": int(await self.redis.scard(self.retrying)),
             "dead_lettered": int(await self.redis.xlen(self.dead)),
             "dead_letters_dropped": int(
                 await self.redis.hget(self.dropped, self.dropped_field) or 0

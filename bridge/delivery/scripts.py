@@ -214,7 +214,7 @@ return pack(values)
 )
 
 SETTLE = """
--- KEYS: due, entries, blocked, dead letters, dropped counts.
+-- KEYS: due, entries, blocked, dead letters, dropped counts, retrying.
 -- ARGV: id, subject, held key, dead entry, now ms, most dead letters kept ('': no cap),
 --   the dropped count's field.
 -- Returns {1 if settled, dead letters dropped to stay within the cap (oldest first)}.
@@ -229,6 +229,7 @@ if ARGV[4] ~= '' then
 end
 redis.call('zrem', KEYS[1], ARGV[1])
 redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('srem', KEYS[6], ARGV[1])
 local nxt = redis.call('lpop', ARGV[3])
 if nxt then
   redis.call('hset', KEYS[3], ARGV[2], nxt)
@@ -242,7 +243,7 @@ return {1, dropped}
 SETTLE_MANY = (
     _HELPERS
     + """
--- KEYS: due, entries, blocked. ARGV: now ms, held prefix, packed (id, subject) pairs.
+-- KEYS: due, entries, blocked, retrying. ARGV: now ms, held prefix, packed (id, subject) pairs.
 -- Delivered events leave the queue; the next event of each subject becomes due. An
 -- event no longer in the queue (settled by another replica) is left alone.
 local items = split(ARGV[3], ARGV[4])
@@ -268,6 +269,7 @@ for n, id in ipairs(ids) do
 end
 call_many({'zrem', KEYS[1]}, done)
 call_many({'hdel', KEYS[2]}, done)
+call_many({'srem', KEYS[4]}, done)
 call_many({'hset', KEYS[3]}, fronts)
 call_many({'hdel', KEYS[3]}, emptied)
 call_many({'zadd', KEYS[1]}, due)
@@ -276,10 +278,11 @@ return #done
 )
 
 RESCHEDULE = """
--- KEYS: due, entries. ARGV: id, next ms, payload.
+-- KEYS: due, entries, retrying. ARGV: id, next ms, payload.
 if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
 redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
 redis.call('hset', KEYS[2], ARGV[1], ARGV[3])
+redis.call('sadd', KEYS[3], ARGV[1])
 return 1
 """
 

@@ -18,6 +18,8 @@ from bridge import clock, metrics
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S, Circuit, next_delay_s
 from bridge.delivery.queue import DeliveryQueue, OutboxEntry, Queued
+from bridge.events import encode
+from bridge.personal_data import PersonalData, scrub
 from bridge.ratelimit import TokenBucket
 from bridge.routes import Route, sinks_for
 from bridge.sinks.base import BatchSink, Delivery, Sink, SinkError
@@ -56,8 +58,10 @@ class SinkWorker:
         max_dead_letters: int | None = None,
         circuit: Circuit | None = None,
         rng: random.Random | None = None,
+        personal_data: PersonalData | None = None,
     ) -> None:
         self.redis = redis
+        self.personal_data = personal_data or PersonalData()
         self.sink = sink
         self.routes = routes
         self.consumer = consumer
@@ -228,9 +232,13 @@ class SinkWorker:
     def _prepare(self, q: Queued) -> Delivery | SinkError:
         """The delivery of a queued event, or the error that makes it a failed try."""
         try:
-            return Delivery(_load(q.event), q.event, q.feed, q.course_id)
+            event = _load(q.event)
         except ValueError as e:  # a queued event that is not JSON fails alone, on the schedule
             return SinkError(self.sink.name, f"the queued event is not JSON: {e}")
+        if not self.personal_data:
+            return Delivery(event, q.event, q.feed, q.course_id)
+        event = scrub(event, self.personal_data)
+        return Delivery(event, encode(event).decode(), q.feed, q.course_id)
 
     async def _send(self, deliveries: list[Delivery]) -> list[SinkError | None]:
         """One outcome per delivery: in one batch when the sink takes batches, else concurrently.

@@ -51,6 +51,7 @@ class AmqpSink:
         self, config: AmqpSinkConfig, *, connect_timeout_s: float = CONNECT_TIMEOUT_S
     ) -> None:
         self.name = config.name
+        self.last_reply = ""
         self.config = config
         self.connect_timeout_s = connect_timeout_s
         self._connection: AbstractRobustConnection | None = None
@@ -166,6 +167,7 @@ class AmqpSink:
             await self._drop_channel(channel)
             raise SinkError(self.name, f"cannot publish to {where}: {self._text(e)}") from None
         self._careful = False
+        self.last_reply = f"routed and confirmed by the broker ({where})"
 
     async def _publish(
         self, channel: AbstractChannel, exchange: AbstractExchange, delivery: Delivery, key: str

@@ -63,8 +63,19 @@ def redirected(status: int, location: str | None, secrets: list[str]) -> str:
     )
 
 
+def answered(status: int, body: bytes, secrets: list[str]) -> str:
+    """A receiver's answer for people: its status and the first line of its body."""
+    lines = body.decode("utf-8", "replace").strip().splitlines()
+    first = excerpt(lines[0], secrets) if lines else "(empty body)"
+    return f"HTTP {status}: {first}"
+
+
 class Sink(Protocol):
-    """Takes events one at a time; `send` returns only once the event is safely delivered."""
+    """Takes events one at a time; `send` returns only once the event is safely delivered.
+
+    A sink may also keep `last_reply`: for people, how it answered the last send (a
+    status and body line, a stream id, an acknowledgement); `test-sink` prints it.
+    """
 
     name: str
 

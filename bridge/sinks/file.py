@@ -15,6 +15,7 @@ class FileSink:
 
     def __init__(self, name: str, path: str | Path, *, fsync: bool = True) -> None:
         self.name = name
+        self.last_reply = ""
         self.path = Path(path)
         self.fsync = fsync
         self._file: IO[str] | None = None
@@ -36,6 +37,7 @@ class FileSink:
             await asyncio.to_thread(self._write, delivery.body)
         except OSError as e:
             raise SinkError(self.name, f"cannot write {self.path}: {e.strerror}") from e
+        self.last_reply = f"appended to {self.path}" + (" and fsynced" if self.fsync else "")
 
     def _write(self, body: str) -> None:
         assert self._file is not None

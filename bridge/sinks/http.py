@@ -12,7 +12,7 @@ from bridge import __version__, clock
 from bridge.config import HttpSinkConfig
 from bridge.retry import parse_retry_after
 from bridge.sinks import templates
-from bridge.sinks.base import Delivery, SinkError, redirected
+from bridge.sinks.base import Delivery, SinkError, answered, redirected
 from bridge.sinks.signing import Signer
 
 STRUCTURED = "application/cloudevents+json"
@@ -25,6 +25,7 @@ class HttpSink:
         self, config: HttpSinkConfig, *, session: aiohttp.ClientSession | None = None
     ) -> None:
         self.name = config.name
+        self.last_reply = ""
         self.config = config
         self._session = session
         self._owns_session = session is None
@@ -99,11 +100,12 @@ class HttpSink:
                 status = reply.status
                 retry_after = reply.headers.get("Retry-After")
                 location = reply.headers.get("Location")
-                await reply.read()
+                answer = await reply.read()
         except TimeoutError:
             raise SinkError(self.name, f"no answer within {self.config.timeout_s:g}s") from None
         except aiohttp.ClientError as e:
             raise SinkError(self.name, f"cannot reach the receiver: {type(e).__name__}") from None
+        self.last_reply = answered(status, answer, self._secrets)
         if 200 <= status < 300:
             return
         if status == 410:

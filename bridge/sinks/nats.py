@@ -52,6 +52,7 @@ class NatsSink:
         self, config: NatsSinkConfig, *, connect_timeout_s: float = CONNECT_TIMEOUT_S
     ) -> None:
         self.name = config.name
+        self.last_reply = ""
         self.config = config
         self.connect_timeout_s = connect_timeout_s
         self.subjects = stream_subjects(config.subject)
@@ -186,6 +187,9 @@ class NatsSink:
             ) from None
         except (NatsError, OSError) as e:
             raise SinkError(self.name, f"cannot publish {subject!r}: {self._text(e)}") from None
+        self.last_reply = f"acknowledged by stream {ack.stream} as sequence {ack.seq}" + (
+            " (a duplicate within the stream's window)" if ack.duplicate else ""
+        )
         if ack.duplicate:
             log.debug("nats.duplicate", sink=self.name, id=delivery.id, stream=ack.stream)
 

@@ -45,6 +45,7 @@ class RedisStreamSink:
 
     def __init__(self, config: RedisStreamSinkConfig, default_url: str) -> None:
         self.name = config.name
+        self.last_reply = ""
         self.config = config
         self.url = config.url or default_url
         self._redis: aioredis.Redis | None = None
@@ -86,7 +87,9 @@ class RedisStreamSink:
             replies = await _pipeline(self._redis, commands, len(deliveries))
         except RedisError as e:
             return [self._error(e)] * len(deliveries)
-        return [None if r is None else self._error(r) for r in replies]
+        if isinstance(replies[-1], bytes):
+            self.last_reply = f"stored in stream {self.config.stream} as {replies[-1].decode()}"
+        return [self._error(r) if isinstance(r, ResponseError) else None for r in replies]
 
     def _error(self, error: Exception) -> SinkError:
         return SinkError(self.name, f"cannot XADD to {self.config.stream}: {self._text(error)}")
@@ -148,8 +151,8 @@ def _bulk(text: str) -> bytes:
 
 async def _pipeline(
     redis: aioredis.Redis, commands: bytes, count: int
-) -> list[ResponseError | None]:
-    """Write `count` pipelined commands, then read a reply to each: None, or the error."""
+) -> list[ResponseError | bytes]:
+    """Write `count` pipelined commands, then read a reply to each: the entry id, or the error."""
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
     try:
@@ -166,19 +169,19 @@ async def _pipeline(
 
 async def _round_trip(
     connection: AbstractConnection, commands: bytes, count: int
-) -> list[ResponseError | None]:
+) -> list[ResponseError | bytes]:
     await connection.send_packed_command(commands)
-    replies: list[ResponseError | None] = []
+    replies: list[ResponseError | bytes] = []
     # One deadline for all the replies: a timer per reply costs as much as reading it.
     try:
         async with asyncio.timeout(TIMEOUT_S):
             for _ in range(count):
                 try:
-                    await connection.read_response(disable_decoding=True, timeout=math.inf)
+                    reply = await connection.read_response(disable_decoding=True, timeout=math.inf)
                 except ResponseError as e:  # this command failed, the others stand
                     replies.append(e)
                 else:
-                    replies.append(None)
+                    replies.append(reply if isinstance(reply, bytes) else b"")
     except TimeoutError:
         raise RedisTimeoutError(f"no reply within {TIMEOUT_S:g}s") from None
     return replies

@@ -38,7 +38,7 @@ from bridge.config import SlackSinkConfig
 from bridge.redaction import excerpt, mask
 from bridge.retry import parse_retry_after
 from bridge.sinks import templates
-from bridge.sinks.base import Delivery, SinkError, redirected
+from bridge.sinks.base import Delivery, SinkError, answered, redirected
 
 TIMEOUT_S = 15.0
 #: How long a 429 without `Retry-After` postpones the event: Slack's one message a second.
@@ -64,6 +64,7 @@ class SlackSink:
         self, config: SlackSinkConfig, *, session: aiohttp.ClientSession | None = None
     ) -> None:
         self.name = config.name
+        self.last_reply = ""
         self.config = config
         self._url = config.webhook_url.get_secret_value()
         self._secrets = [self._url, urlsplit(self._url).path]
@@ -117,6 +118,7 @@ class SlackSink:
             # Not chained: aiohttp's errors may carry the URL, which is a credential.
             reason = mask(f"{type(e).__name__}: {e}", self._secrets)
             raise SinkError(self.name, f"cannot reach Slack: {reason}") from None
+        self.last_reply = answered(status, answer.encode(), self._secrets)
         if status == 200:
             return
         if 300 <= status < 400:

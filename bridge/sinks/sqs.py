@@ -68,6 +68,7 @@ class SqsSink:
 
     def __init__(self, config: SqsSinkConfig) -> None:
         self.name = config.name
+        self.last_reply = ""
         self.config = config
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
@@ -145,6 +146,7 @@ class SqsSink:
             ) from None
         if not reply.get("MessageId"):
             raise SinkError(self.name, "SQS answered without a MessageId")
+        self.last_reply = f"accepted by SQS as message {reply['MessageId']}"
 
     async def close(self) -> None:
         """Close the SQS client."""

@@ -13,6 +13,7 @@ class StdoutSink:
 
     def __init__(self, name: str, *, pretty: bool = False, stream: TextIO | None = None) -> None:
         self.name = name
+        self.last_reply = ""
         self.pretty = pretty
         self.stream = stream or sys.stdout
 
@@ -24,6 +25,7 @@ class StdoutSink:
         line = describe(delivery.event) if self.pretty else delivery.body
         self.stream.write(line + "\n")
         self.stream.flush()
+        self.last_reply = "printed to stdout"
 
     async def close(self) -> None:
         """Nothing to close."""
