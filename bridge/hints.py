@@ -10,6 +10,8 @@ while a sweep runs is kept for the next one.
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 
 from bridge import keys
@@ -40,12 +42,12 @@ class Hints:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(key, {scope: at}, nx=True)
             pipe.zremrangebyrank(key, 0, -MAX_PER_FEED - 1)
-            added, _ = await pipe.execute()
-        return bool(added)
+            results = await pipe.execute()
+        return bool(results[0])
 
     async def pending(self, feed: str) -> dict[str, float]:
         """Every hinted scope of a feed and the time of its oldest unanswered notice."""
-        raw = await self.redis.zrange(keys.hints(self.prefix, feed), 0, -1, withscores=True)
+        raw: Any = await self.redis.zrange(keys.hints(self.prefix, feed), 0, -1, withscores=True)
         return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw}
 
     async def clear(self, feed: str, scope: str, *, swept_from: float) -> bool:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -22,15 +20,15 @@ from redis.exceptions import RedisError, ResponseError
 
 from bridge import clock, metrics
 from bridge.absorb.client import AbsorbClient
-from bridge.absorb.timefmt import format_rfc3339, parse_datetime
 from bridge.delivery import SinkWorker
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
-from bridge.feeds import FeedSpec, Scope, discover_scopes
+from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes
 from bridge.routes import Route
+from bridge.schedule.runner import Scheduler
 from bridge.sinks.base import Sink
 from bridge.store import Fenced, Store, redis_risks
-from bridge.supervise import Bounds, Supervisor, backoff_s
+from bridge.supervise import Bounds, Supervisor
 from bridge.sweep import Sweeper, SweepResult, from_us
 
 log = structlog.get_logger(__name__)
@@ -49,8 +47,10 @@ class Timing:
     discovery_interval_s: float = 600.0
     #: Scopes swept at once by one replica (they share the Absorb request budget).
     concurrency: int = 4
-    #: How long the scheduler rests when nothing was due.
-    idle_s: float = 1.0
+    #: How long the scheduler rests when nothing was due (a hint waits at most this long).
+    idle_s: float = 0.25
+    #: The Absorb tenant's request budget (every replica's together): how long a round takes.
+    requests_per_s: float = 20.0
     #: Grace period on stop before in-flight work is cancelled.
     grace_s: float = 10.0
     #: How often outbox entries every sink has acknowledged are dropped.
@@ -120,14 +120,14 @@ class Bridge:
             self._stop, Bounds(stall_floor_s=t.stall_floor_s, wedge_floor_s=t.wedge_floor_s)
         )
         self._sweeping: list[asyncio.Task[None]] = []
-        #: Scope sweeps under way, by (feed, scope).
-        self._sweeps: dict[tuple[str, str], asyncio.Task[bool]] = {}
-        #: When each of the sweeps under way started (monotonic).
-        self._sweep_started: dict[tuple[str, str], float] = {}
-        #: Scopes found due, waiting for a sweep slot.
-        self._due_queue: list[tuple[Scope, bool]] = []
-        #: Scopes whose last sweep did not complete: failures in a row, and when to try again.
-        self._resting: dict[tuple[str, str], tuple[int, float]] = {}
+        self.scheduler = Scheduler(
+            store,
+            self._scopes,
+            self._sweep_attempt,
+            concurrency=self.timing.concurrency,
+            idle_s=self.timing.idle_s,
+            requests_per_s=self.timing.requests_per_s,
+        )
         self._opening: list[asyncio.Task[None]] = []
         self._delivering: list[asyncio.Task[None]] = []
         self._opened: list[SinkWorker] = []
@@ -153,7 +153,7 @@ class Bridge:
         with backoff and the bridge reports itself not ready meanwhile.
         """
         t, spawn = self.timing, self.loops.spawn
-        self._sweeping = [spawn("schedule", self._schedule_once, idle_s=t.idle_s)]
+        self._sweeping = [spawn("schedule", self.scheduler.step, idle_s=t.idle_s)]
         for feed in self.feeds:
             name = feed.spec.name
             self._sweeping.append(
@@ -193,7 +193,7 @@ class Bridge:
         now = clock.monotonic()
         slow = sorted(
             (now - at, f"{feed}/{scope}")
-            for (feed, scope), at in self._sweep_started.items()
+            for (feed, scope), at in self.scheduler.started.items()
             if now - at > self.timing.sweep_stall_s
         )
         if slow:
@@ -220,7 +220,7 @@ class Bridge:
         self._stop.set()
         running = asyncio.get_running_loop()
         deadline = running.time() + self.timing.grace_s
-        await _finish([*self._sweeping, *self._sweeps.values()], self.timing.grace_s)
+        await _finish([*self._sweeping, *self.scheduler.running.values()], self.timing.grace_s)
         await _finish([*self._opening, *self._delivering], max(0.0, deadline - running.time()))
         # Sweeping has stopped: deliver what the last sweeps wrote, until caught up or
         # the grace period ends.
@@ -238,55 +238,24 @@ class Bridge:
 
     # -- sweeping --------------------------------------------------------------------------
 
-    async def _schedule_once(self) -> int:
-        """Give free sweep slots to due scopes; how many sweeps started.
+    def _scopes(self) -> list[Scope]:
+        return [scope for feed in self.feeds for scope in feed.scopes]
 
-        Scopes are checked once a round: the due ones wait in a queue for a slot (up
-        to `concurrency` sweep at once, each on its own, so one long or failing
-        sweep holds only its slot), and the next round's check comes once the
-        queue is empty. With every slot taken this waits (up to `idle_s`) for one.
+    def scopes_for_course(self, course_id: str) -> list[tuple[str, str]]:
+        """(feed, scope key) of every scope that lists enrollments of a course.
+
+        An every-course feed has the course's scope even before discovery finds
+        the course (its key is `feeds.course_scope`'s); a hint for it is taken
+        once discovery has.
         """
-        if not self._due_queue:
-            self._due_queue = await self._due_scopes()
-        started = 0
-        while self._due_queue and len(self._sweeps) < self.timing.concurrency:
-            if self._stop.is_set():
-                return started
-            scope, full = self._due_queue.pop()
-            key = (scope.feed.name, scope.key)
-            if key in self._sweeps:
-                continue
-            sweep = self._sweep_guarded(scope, full=full)
-            (task := asyncio.create_task(sweep)).add_done_callback(partial(self._swept, key))
-            self._sweeps[key] = task
-            self._sweep_started[key] = clock.monotonic()
-            started += 1
-        if self._due_queue:
-            await asyncio.wait(
-                list(self._sweeps.values()),
-                timeout=self.timing.idle_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        return started or len(self._due_queue)
-
-    async def _due_scopes(self) -> list[tuple[Scope, bool]]:
-        """The scopes due now that are neither being swept nor resting after a failure."""
-        now = clock.monotonic()
-        due: list[tuple[Scope, bool]] = []
+        found: list[tuple[str, str]] = []
         for feed in self.feeds:
-            for scope in feed.scopes:
-                key = (scope.feed.name, scope.key)
-                if key in self._sweeps or self._resting.get(key, (0, now))[1] > now:
-                    continue
-                full = await self._due(scope, force=False)
-                if full is not None:
-                    due.append((scope, full))
-        random.shuffle(due)  # replicas that start together should not chase the same scopes
-        return due
-
-    def _swept(self, key: tuple[str, str], _task: asyncio.Task[bool]) -> None:
-        self._sweeps.pop(key, None)
-        self._sweep_started.pop(key, None)
+            spec = feed.spec
+            if spec.resource == "course_enrollments" and spec.course_ids is None:
+                found.append((spec.name, course_scope(spec, course_id).key))
+                continue
+            found += [(spec.name, s.key) for s in feed.scopes if s.course_id == course_id]
+        return found
 
     async def sweep_once(self, *, force: bool = False) -> int:
         """Sweep every scope that is due (all of them with `force`); returns how many were swept.
@@ -294,42 +263,29 @@ class Bridge:
         A scope whose sweep fails, whatever the error, is logged and counted; the
         others go on.
         """
-        due: list[tuple[Scope, bool]] = []
         for feed in self.feeds:
             await self._discover(feed)
-            for scope in feed.scopes:
-                verdict = await self._due(scope, force=force)
-                if verdict is not None:
-                    due.append((scope, verdict))
-        random.shuffle(due)  # replicas that start together should not chase the same scopes
+        due = await self.scheduler.due(force=force)
         gate = asyncio.Semaphore(self.timing.concurrency)
 
         async def one(scope: Scope, full: bool) -> bool:
             async with gate:
                 if self._stop.is_set():
                     return False
-                return await self._sweep_guarded(scope, full=full)
+                return await self.scheduler.guarded(scope, full, force)
 
         done = await asyncio.gather(*(one(s, full) for s, full in due))
         return sum(done)
 
-    async def _sweep_guarded(self, scope: Scope, *, full: bool) -> bool:
+    async def _sweep_attempt(self, scope: Scope, full: bool, anyway: bool) -> bool:
         """Sweep one scope; any error is the scope's failure, logged and counted, never more."""
-        step = partial(self._sweep_recorded, scope, full)
+        step = partial(self._sweep_recorded, scope, full, anyway)
         result = await self.loops.attempt("sweep", step, feed=scope.feed.name, scope=scope.key)
-        key = (scope.feed.name, scope.key)
-        if result is not None:
-            self._resting.pop(key, None)
-            return True
-        # Failed, fenced or held by another replica: the scheduler leaves it alone a while.
-        failures = self._resting.get(key, (0, 0.0))[0] + 1
-        pause = backoff_s(failures, base_s=self.timing.idle_s)
-        self._resting[key] = (failures, clock.monotonic() + pause)
-        return False
+        return result is not None
 
-    async def _sweep_recorded(self, scope: Scope, full: bool) -> SweepResult | None:
+    async def _sweep_recorded(self, scope: Scope, full: bool, anyway: bool) -> SweepResult | None:
         try:
-            return await self.sweep_scope(scope, full=full)
+            return await self.sweep_scope(scope, full=full, anyway=anyway)
         except Exception as e:
             # What sweep_scope does not expect still shows as the scope's failure.
             metrics.SWEEPS.labels(scope.feed.name, "failed").inc()
@@ -338,11 +294,20 @@ class Bridge:
                 await self.store.set_scope_state(scope.feed.name, scope.key, {"last_error": text})
             raise
 
-    async def sweep_scope(self, scope: Scope, *, full: bool = False) -> SweepResult | None:
-        """Sweep one scope under its lease; None when another replica holds it."""
+    async def sweep_scope(
+        self, scope: Scope, *, full: bool = False, anyway: bool = True
+    ) -> SweepResult | None:
+        """Sweep one scope under its lease; None when another replica holds it.
+
+        Unless `anyway`, a scope some replica swept within its interval since this
+        one ranked it is left alone (None): replicas share the schedule.
+        """
         feed, ttl_ms = scope.feed.name, int(self.timing.lease_ttl_s * 1000)
         token = await self.store.acquire(feed, scope.key, ttl_ms)
         if token is None:
+            return None
+        if not anyway and await self.scheduler.swept_since(scope):
+            await self.store.release(feed, scope.key, token)
             return None
         lease_done = asyncio.Event()
         renewer = self.loops.spawn(
@@ -359,8 +324,13 @@ class Bridge:
         held = metrics.LEASES_HELD.labels(feed)
         held.inc()
         started, losses = clock.monotonic(), self._data_losses
+        began = clock.now().timestamp()
         try:
             result = await self.sweeper.sweep(scope, token, full=full)
+            # Recorded under the lease: a replica that takes it next sees this sweep.
+            await self.scheduler.swept(
+                scope, started=began, changed=result.changed, cost=result.pages
+            )
         except Fenced as e:
             log.warning("sweep.fenced", feed=feed, scope=scope.key, error=str(e))
             metrics.SWEEPS.labels(feed, "fenced").inc()
@@ -388,7 +358,6 @@ class Bridge:
         metrics.RECORDS_READ.labels(feed).inc(result.records)
         for event_type, count in result.types.items():
             metrics.EVENTS_EMITTED.labels(feed, event_type).inc(count)
-        await self._schedule(scope, result)
         (log.info if result.events else log.debug)(
             "sweep.done",
             feed=feed,
@@ -431,45 +400,6 @@ class Bridge:
             log.error("feed.discovery_failed", feed=feed.spec.name, error=str(e))
             if feed.discovered_at is None:
                 raise
-
-    async def _due(self, scope: Scope, *, force: bool) -> bool | None:
-        """None if not due; else whether the sweep should be a full reconciliation."""
-        state = await self.store.scope_state(scope.feed.name, scope.key)
-        now = clock.now()
-        reconciled = state.get("reconciled_at") or state.get("created_at")
-        full = reconciled is not None and (
-            (now - parse_datetime(reconciled)).total_seconds() >= scope.feed.reconcile_every_s
-        )
-        if "created_at" not in state:
-            await self.store.set_scope_state(
-                scope.feed.name, scope.key, {"created_at": format_rfc3339(now)}
-            )
-        if force:
-            return full
-        next_at = state.get("next_at")
-        if next_at is not None and parse_datetime(next_at) > now:
-            return None
-        return full
-
-    async def _schedule(self, scope: Scope, result: SweepResult) -> None:
-        """Quiet scopes back off (doubling up to `max_interval`); a change resets the pace."""
-        feed = scope.feed
-        state = await self.store.scope_state(feed.name, scope.key)
-        interval = float(state.get("interval_s", feed.interval_s))
-        if result.events or result.changed:
-            interval = feed.interval_s
-        else:
-            interval = min(max(feed.interval_s, interval * 2), feed.max_interval_s)
-        next_at = clock.now() + timedelta(seconds=interval)
-        await self.store.set_scope_state(
-            feed.name,
-            scope.key,
-            {
-                "interval_s": f"{interval:g}",
-                "next_at": format_rfc3339(next_at),
-                "last_error": "",
-            },
-        )
 
     # -- delivering ------------------------------------------------------------------------
 

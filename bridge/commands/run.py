@@ -18,7 +18,7 @@ from bridge.commands.wiring import (
     routes,
 )
 from bridge.config import Config
-from bridge.service import Bridge
+from bridge.service import Bridge, Timing
 from bridge.sinks.base import Sink
 
 log = structlog.get_logger(__name__)
@@ -59,6 +59,7 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
             source=config.absorb.base_url,
             page_size=config.absorb.page_size,
             delivery=delivery_options(config),
+            timing=Timing(requests_per_s=config.absorb.max_requests_per_second),
         )
         server, port = await health.serve(
             bridge.readiness, config.http.host, config.http.port, liveness=bridge.liveness
