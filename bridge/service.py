@@ -25,6 +25,7 @@ from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
 from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes
 from bridge.routes import Route
+from bridge.schedule.figures import figures
 from bridge.schedule.runner import Scheduler
 from bridge.sinks.base import Sink
 from bridge.store import Fenced, Store, redis_risks
@@ -120,6 +121,8 @@ class Bridge:
             self._stop, Bounds(stall_floor_s=t.stall_floor_s, wedge_floor_s=t.wedge_floor_s)
         )
         self._sweeping: list[asyncio.Task[None]] = []
+        #: The shortfall last logged per feed (logged again only when it changes).
+        self._shortfalls: dict[str, str | None] = {}
         self.scheduler = Scheduler(
             store,
             self._scopes,
@@ -524,6 +527,7 @@ class Bridge:
             await self._check_settings()
             await self.check_redis_data()
             metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
+            await self._schedule_stats()
             for feed in self.feeds:
                 name = feed.spec.name
                 metrics.WATERMARK_LAG.labels(name).set(await self._lag(name))
@@ -544,6 +548,22 @@ class Bridge:
             log.error("redis.unreachable", error=str(e))
         ready, _ = self.readiness()
         metrics.READY.set(int(ready))
+
+    async def _schedule_stats(self) -> None:
+        """Scope ages and the interval the budget keeps, per feed; a shortfall is logged."""
+        specs = [f.spec for f in self.feeds]
+        now = clock.now().timestamp()
+        for fig in await figures(self.store, specs, self.timing.requests_per_s, now):
+            for quantile, age in (
+                ("0.5", fig.age_p50_s),
+                ("0.99", fig.age_p99_s),
+                ("1", fig.age_max_s),
+            ):
+                metrics.SCOPE_AGE.labels(fig.feed, quantile).set(age or 0.0)
+            metrics.KEEPABLE_INTERVAL.labels(fig.feed).set(fig.keepable_s)
+            if (warning := fig.warning()) and warning != self._shortfalls.get(fig.feed):
+                log.warning("schedule.shortfall", feed=fig.feed, problem=warning)
+            self._shortfalls[fig.feed] = warning
 
     async def _lag(self, feed: str) -> float:
         now = clock.now()

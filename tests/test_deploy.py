@@ -53,6 +53,8 @@ METRICS = {
     "absorb_bridge_sweep_duration_seconds": "histogram",
     "absorb_bridge_delivery_latency_seconds": "histogram",
     "absorb_bridge_watermark_lag_seconds": "gauge",
+    "absorb_bridge_scope_age_seconds": "gauge",
+    "absorb_bridge_keepable_interval_seconds": "gauge",
     "absorb_bridge_outbox_length": "gauge",
     "absorb_bridge_sink_backlog": "gauge",
     "absorb_bridge_sink_in_flight": "gauge",

@@ -8,9 +8,10 @@ from typing import Any
 
 from bridge import clock
 from bridge.absorb.timefmt import format_rfc3339
-from bridge.commands.wiring import connect, load
+from bridge.commands.wiring import connect, feed_spec, load
 from bridge.config import Config
 from bridge.delivery import DeliveryQueue, outbox_lag
+from bridge.schedule.figures import figures
 from bridge.store import Store
 from bridge.sweep import from_us
 
@@ -30,6 +31,11 @@ async def _collect(config: Config) -> dict[str, Any]:
         store = parts.store
         dropped = await store.dropped_counts()
         feeds = [await _feed(store, f.name, dropped) for f in config.feeds]
+        specs = [feed_spec(f) for f in config.feeds]
+        rate = config.absorb.max_requests_per_second
+        now = clock.now().timestamp()
+        for feed, fig in zip(feeds, await figures(store, specs, rate, now), strict=True):
+            feed["schedule"] = fig.as_dict()
         sinks = []
         for sink in config.sinks:
             queue = DeliveryQueue(parts.redis, store.prefix, sink.name)
@@ -97,6 +103,14 @@ def render(report: dict[str, Any]) -> str:
                 else ""
             )
         )
+        if sched := feed.get("schedule"):
+            lines.append(
+                f"  scope age p50 {_age(sched['age_p50_s'])}, p99 {_age(sched['age_p99_s'])}, "
+                f"max {_age(sched['age_max_s'])}; interval {_age(sched['interval_s'])}, "
+                f"the budget keeps {_age(sched['keepable_s'])}"
+            )
+            if sched["warning"]:
+                lines.append(f"  WARNING: {sched['warning']}")
         lines.append(f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'every':>7}  next / error")
         for s in feed["scopes"]:
             tail = s["last_error"] or (s["next_at"] or "")

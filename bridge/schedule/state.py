@@ -62,7 +62,8 @@ def after_sweep(
 ) -> dict[str, str]:
     """The fields to write once a sweep that began at `started` found `changed` changes."""
     elapsed = started - kept.swept_at if kept.swept_at is not None else 0.0
-    rate = kept.rate.learn(changed, elapsed, tuning)
+    # A first sweep's records are the baseline, not changes to learn a rate from.
+    rate = kept.rate.learn(changed if kept.swept_at is not None else 0, elapsed, tuning)
     fields = {
         "sweep_started": f"{started:.3f}",
         "rate_changes": f"{rate.changes:.6g}",
