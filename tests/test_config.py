@@ -134,7 +134,7 @@ def test_contract_example_loads(tmp_path: Path) -> None:
     (feed,) = config.feeds
     assert feed.course_ids == [GUID]
     assert (feed.interval_s, feed.lookback_s, feed.reconcile_every_s) == (30.0, 600.0, 86400.0)
-    assert feed.max_interval_s == 300.0
+    assert feed.max_interval_s is None  # opt-in: no backoff unless asked for
     assert feed.details == ["lessons", "chapters", "attempts"]
     audit, hr = config.sinks
     assert isinstance(audit, FileSinkConfig)
