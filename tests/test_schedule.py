@@ -15,16 +15,37 @@ import redis.asyncio as aioredis
 
 from bridge import clock, keys
 from bridge.absorb.models import Status
-from bridge.feeds import FeedSpec, course_scope
+from bridge.feeds import FeedSpec, Scope, course_scope
 from bridge.hints import Hints
 from bridge.ratelimit import SharedRateLimiter
 from bridge.schedule.figures import figures
 from bridge.schedule.policy import Tuning, View, rank
+from bridge.schedule.runner import RANK_EVERY_S
 from bridge.service import Bridge, Timing
 from bridge.store import Store
 from tests.conftest import MakeClient, StartSimulator
 
 TUNING = Tuning()
+#: How late past its interval the daemon may sweep a scope (README: the scheduling jitter).
+JITTER_S = RANK_EVERY_S
+
+
+def _record_sweeps(bridge: Bridge, starts: list[tuple[str, float]]) -> None:
+    """Note (scope key, start) of every sweep the bridge completes."""
+    swept = bridge.scheduler.swept
+
+    async def recording(scope: Scope, *, started: float, changed: int, cost: int) -> None:
+        starts.append((scope.key, started))
+        await swept(scope, started=started, changed=changed, cost=cost)
+
+    bridge.scheduler.swept = recording  # type: ignore[method-assign]
+
+
+def _by_scope(starts: list[tuple[str, float]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for key, at in sorted(starts, key=lambda s: s[1]):
+        out.setdefault(key, []).append(at)
+    return out
 
 
 def _views(ages: dict[str, float], now: float, interval: float = 10.0) -> list[View]:
@@ -66,6 +87,37 @@ def test_every_scope_is_swept_within_its_interval_with_spare_budget() -> None:
         worst = max(worst, max(now - at for at in swept.values()))
         now += step
     assert worst <= interval + step
+
+
+async def test_the_daemon_keeps_the_interval_after_hours_of_quiet(
+    start_simulator: StartSimulator, make_client: MakeClient, redis: aioredis.Redis
+) -> None:
+    """Hours without a change: every scope is still swept every interval (plus the jitter)."""
+    sim = await start_simulator(users=20, courses=5)
+    feed = FeedSpec(name="kept", resource="course_enrollments", interval_s=0.5)
+    bridge = Bridge(
+        client=make_client(sim.url), store=Store(redis, "kept"), feeds=[feed], sinks=[],
+        routes=[], source=sim.url, timing=Timing(idle_s=0.05),
+    )  # fmt: skip
+    starts: list[tuple[str, float]] = []
+    _record_sweeps(bridge, starts)
+    await bridge.start()
+    try:
+        await asyncio.sleep(1.0)
+        clock.set_offset(4 * 3600)  # four quiet hours pass at once
+        jumped = clock.now().timestamp()
+        await asyncio.sleep(2.5)
+        ended = clock.now().timestamp()
+    finally:
+        await bridge.stop()
+        clock.set_offset(0)
+    after = _by_scope([(k, at) for k, at in starts if at >= jumped])
+    assert len(after) == 5
+    for key, ats in after.items():
+        edges = [jumped, *ats, ended]
+        gaps = [b - a for a, b in itertools.pairwise(edges)]
+        assert max(gaps) <= feed.interval_s + JITTER_S, (key, gaps)
+        assert len(ats) >= 3, (key, ats)
 
 
 async def test_two_changes_more_than_two_intervals_apart_give_two_events(
@@ -135,14 +187,8 @@ async def test_degradation_keeps_hot_scopes_fresh_and_shows_the_shortfall(
     tenant = sim.sim.tenant
     hot = max(tenant.by_course, key=lambda c: len(tenant.by_course[c]))
     hot_rids = list(tenant.by_course[hot])
-    sweeps: dict[str, int] = {}
-    swept = bridge.scheduler.swept
-
-    async def counting(scope, **kw):  # type: ignore[no-untyped-def]
-        sweeps[scope.key] = sweeps.get(scope.key, 0) + 1
-        await swept(scope, **kw)
-
-    bridge.scheduler.swept = counting  # type: ignore[method-assign]
+    starts: list[tuple[str, float]] = []
+    _record_sweeps(bridge, starts)
     await bridge.start()
     try:
         for n in range(30):
@@ -154,6 +200,7 @@ async def test_degradation_keeps_hot_scopes_fresh_and_shows_the_shortfall(
     finally:
         await bridge.stop()
     (fig,) = figs
+    sweeps = {key: len(ats) for key, ats in _by_scope(starts).items()}
     cold = [n for key, n in sweeps.items() if key != f"course:{hot}"]
     assert sweeps[f"course:{hot}"] > max(cold), sweeps
     assert len(cold) == 11  # every cold scope was swept too
@@ -181,13 +228,7 @@ async def test_two_replicas_share_the_budget_and_the_schedule(
             feeds=[feed], sinks=[], routes=[], source=sim.url,
             timing=Timing(idle_s=0.05, requests_per_s=rate),
         )  # fmt: skip
-        swept = bridge.scheduler.swept
-
-        async def recording(scope, *, started, swept=swept, **kw):  # type: ignore[no-untyped-def]
-            starts.append((scope.key, started))
-            await swept(scope, started=started, **kw)
-
-        bridge.scheduler.swept = recording  # type: ignore[method-assign]
+        _record_sweeps(bridge, starts)
         bridges.append(bridge)
     before = sim.sim.requests.get("total", 0)
     began = time.monotonic()
@@ -199,11 +240,8 @@ async def test_two_replicas_share_the_budget_and_the_schedule(
     took = time.monotonic() - began
     sent = sim.sim.requests.get("total", 0) - before
     assert sent <= (rate * took + 1) * 1.05, (sent, took)
-    by_scope: dict[str, list[float]] = {}
-    for key, at in starts:
-        by_scope.setdefault(key, []).append(at)
+    by_scope = _by_scope(starts)
     assert len(by_scope) == 8
     for key, ats in by_scope.items():
-        ats.sort()
         gaps = [b - a for a, b in itertools.pairwise(ats)]
         assert all(g >= feed.interval_s - 0.05 for g in gaps), (key, gaps)

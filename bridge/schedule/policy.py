@@ -90,12 +90,14 @@ def rank(views: Iterable[View], now: float, cycle: float, tuning: Tuning) -> Pla
     """The stale scopes, most pressing first; scopes within their interval are left out."""
     overdue: list[tuple[float, Hashable]] = []
     stale: list[tuple[float, Hashable]] = []
+    next_due = math.inf
     for v in views:
         if v.swept_at is None:
             overdue.append((-math.inf, v.key))
             continue
         age = now - v.swept_at
         if age < v.interval_s:
+            next_due = min(next_due, v.swept_at + v.interval_s)
             continue
         if age >= bound_s(v.interval_s, cycle, tuning):
             overdue.append((-age, v.key))
@@ -103,7 +105,9 @@ def rank(views: Iterable[View], now: float, cycle: float, tuning: Tuning) -> Pla
             stale.append((-v.rate * age**tuning.alpha, v.key))
     overdue.sort(key=_first)
     stale.sort(key=_first)
-    return Plan([k for _, k in overdue] + [k for _, k in stale], len(overdue), tuning)
+    plan = Plan([k for _, k in overdue] + [k for _, k in stale], len(overdue), tuning)
+    plan.next_due = next_due
+    return plan
 
 
 class Plan:
@@ -118,6 +122,8 @@ class Plan:
         self.keys = list(keys)
         self.overdue = overdue
         self.tuning = tuning
+        #: When the first scope left out (within its interval) comes due.
+        self.next_due = math.inf
         self._next = 0
         self._taken: set[Hashable] = set()
 

@@ -1,9 +1,10 @@
 """The daemon's scheduler: the policy over Redis, a real clock and a few sweep slots.
 
-Each step reads every scope's schedule state (`state`) once a second, ranks them
-(`policy.rank`), and gives free slots (`Timing.concurrency`) to the hinted and
-stale scopes the plan names, each sweep on its own task. Between rankings it
-looks at the hints every step, so a hinted scope waits at most a step.
+Each step ranks the scopes (`policy.rank`) from their schedule state in Redis
+(`state`) when the last ranking is a second old, or used up and a scope has come
+due since; it gives free slots (`Timing.concurrency`) to the hinted and stale
+scopes the plan names, each sweep on its own task. Hints are read every step,
+so a hinted scope waits at most a step (`Timing.idle_s`) for a free slot.
 """
 
 from __future__ import annotations
@@ -63,13 +64,18 @@ class Scheduler:
     async def step(self) -> int:
         """Start sweeps in the free slots; how many started (0: nothing to do, rest a while)."""
         now = clock.monotonic()
-        if self._plan is None or now - self._ranked_at >= RANK_EVERY_S or not self._plan.waiting():
-            self._plan = await self.rank()
+        plan = self._plan
+        if (
+            plan is None
+            or now - self._ranked_at >= RANK_EVERY_S
+            or (not plan.waiting() and clock.now().timestamp() >= plan.next_due)
+        ):
+            self._plan = plan = await self.rank()
             self._ranked_at = now
         hinted = await self.hinted()
         free = self.concurrency - len(self.running)
         busy = set(self.running) | {k for k, (_, at) in self.resting.items() if at > now}
-        chosen = self._plan.take(free, hinted, busy=busy) if free > 0 else []
+        chosen = plan.take(free, hinted, busy=busy) if free > 0 else []
         hinted_set = set(hinted)
         for key in chosen:
             scope, full = self._known[key]  # type: ignore[index]
