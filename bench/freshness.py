@@ -37,7 +37,8 @@ class Tenant:
     changes_per_s: float = 5.0
     zipf_s: float = 1.0
     hours: float = 1.0
-    interval_s: float = 30.0
+    #: What a user who wants changes within seconds asks for; the budget cannot keep it.
+    interval_s: float = 1.0
     #: The share of changes a hint announces, and how long after the change it comes.
     hinted: float = 0.0
     hint_delay_s: float = 1.0
@@ -53,10 +54,14 @@ class Outcome:
     spent_stale: int = 0
     allowed_stale: float = 0.0
     spent: int = 0
+    allowed: float = 0.0
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
+
+    def used(self) -> float:
+        return self.spent / self.allowed if self.allowed else 0.0
 
     def used_stale(self) -> float:
         return self.spent_stale / self.allowed_stale if self.allowed_stale else 1.0
@@ -113,6 +118,7 @@ class Model:
             if step % round(RANK_EVERY_S / STEP_S) == 0:
                 stale = self.stale(now)
             credit += t.requests_per_s * STEP_S
+            self.outcome.allowed += t.requests_per_s * STEP_S
             slots = int(credit)
             spent = len(choose.choose(self, now, slots))
             credit -= spent
@@ -193,6 +199,9 @@ def rows(t: Tenant, tuning: Tuning, label: str) -> list[Row]:
         if p == 99 and not t.hinted:
             row.target, row.met = "<= 1.2 x round robin", value <= 1.2 * base
         out.append(row)
+    out.append(
+        Row(f"freshness{label}: budget used", 100 * ours.used(), "%", 100 * rr.used(), floor)
+    )
     used = Row(
         f"freshness{label}: budget used while a scope is stale",
         100 * ours.used_stale(),
@@ -212,7 +221,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="requests a second")
     parser.add_argument("--changes", type=float, default=5.0, help="changes a second")
     parser.add_argument("--hours", type=float, default=1.0)
-    parser.add_argument("--interval", type=float, default=30.0, help="every scope's interval, s")
+    parser.add_argument("--interval", type=float, default=1.0, help="every scope's interval, s")
     parser.add_argument("--alpha", type=float, default=Tuning.alpha)
     parser.add_argument("--bound-cycles", type=float, default=Tuning.bound_cycles)
     parser.add_argument("--json", action="store_true")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 
@@ -59,7 +60,7 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
             source=config.absorb.base_url,
             page_size=config.absorb.page_size,
             delivery=delivery_options(config),
-            timing=Timing(requests_per_s=config.absorb.max_requests_per_second),
+            timing=_timing(config.absorb.max_requests_per_second),
         )
         server, port = await health.serve(
             bridge.readiness, config.http.host, config.http.port, liveness=bridge.liveness
@@ -76,3 +77,8 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
         await bridge.stop()
         await server.cleanup()
         log.info("bridge.stopped")
+
+
+def _timing(requests_per_s: float) -> Timing:
+    """Enough sweep slots to spend the budget: a slot sends about 4 requests a second."""
+    return Timing(requests_per_s=requests_per_s, concurrency=max(4, math.ceil(requests_per_s / 4)))

@@ -28,14 +28,14 @@ class Tuning:
     """The policy's constants; the defaults are the ones `bench.freshness` chose."""
 
     #: priority = rate x age^alpha among stale scopes.
-    alpha: float = 2.0
+    alpha: float = 1.5
     #: No scope goes unswept longer than max(interval, this many budget cycles).
-    bound_cycles: float = 1.25
+    bound_cycles: float = 1.2
     #: The share of sweeps hinted scopes may take while a stale scope waits.
     hint_share: float = 0.5
     #: A new scope is taken to change this often (changes per `prior_s`) until its sweeps tell.
-    prior_changes: float = 1.0
-    prior_s: float = 3600.0
+    prior_changes: float = 0.1
+    prior_s: float = 300.0
     #: What sweeps found counts half as much after this long.
     half_life_s: float = 3600.0
 

@@ -80,13 +80,13 @@ class Scheduler:
         for key in chosen:
             scope, full = self._known[key]  # type: ignore[index]
             self.start(scope, full, hinted=key in hinted_set)
-        if not chosen and self.running and free <= 0:
-            await asyncio.wait(
-                list(self.running.values()),
-                timeout=self.idle_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        return len(chosen)
+        if free > 0 or not self.running:
+            return len(chosen)
+        # Every slot is taken: wait for one, and go again at once if work waits for it.
+        await asyncio.wait(
+            list(self.running.values()), timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        return int(bool(plan.waiting() or hinted))
 
     def start(self, scope: Scope, full: bool, *, hinted: bool = False) -> None:
         key = (scope.feed.name, scope.key)
