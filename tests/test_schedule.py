@@ -201,8 +201,8 @@ async def test_degradation_keeps_hot_scopes_fresh_and_shows_the_shortfall(
         await bridge.stop()
     (fig,) = figs
     sweeps = {key: len(ats) for key, ats in _by_scope(starts).items()}
-    cold = [n for key, n in sweeps.items() if key != f"course:{hot}"]
-    assert sweeps[f"course:{hot}"] > max(cold), sweeps
+    cold = sorted(n for key, n in sweeps.items() if key != f"course:{hot}")
+    assert sweeps[f"course:{hot}"] >= 1.5 * cold[len(cold) // 2], sweeps
     assert len(cold) == 11  # every cold scope was swept too
     assert fig.age_max_s is not None
     assert fig.age_max_s <= fig.bound_s + 1.0

@@ -70,8 +70,7 @@ async def _feed(store: Store, name: str, dropped: dict[str, int]) -> dict[str, A
                 "watermark": format_rfc3339(watermark) if watermark else None,
                 "lag_s": round((now - watermark).total_seconds(), 1) if watermark else None,
                 "swept_at": state.get("swept_at"),
-                "next_at": state.get("next_at"),
-                "interval_s": float(state.get("interval_s", "0") or 0) or None,
+                "age_s": _since(state.get("sweep_started"), now.timestamp()),
                 "last_error": state.get("last_error") or None,
             }
         )
@@ -111,10 +110,10 @@ def render(report: dict[str, Any]) -> str:
             )
             if sched["warning"]:
                 lines.append(f"  WARNING: {sched['warning']}")
-        lines.append(f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'every':>7}  next / error")
+        lines.append(f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'age':>7}  error")
         for s in feed["scopes"]:
-            tail = s["last_error"] or (s["next_at"] or "")
-            every = _age(s["interval_s"])
+            tail = s["last_error"] or ""
+            every = _age(s["age_s"])
             mark = s["watermark"] or "-"
             lines.append(f"  {s['scope']:<52} {mark:<28} {_age(s['lag_s']):>8} {every:>7}  {tail}")
         for q in feed["quarantined"]:
@@ -136,6 +135,14 @@ def render(report: dict[str, Any]) -> str:
             " after their grace period"
         )
     return "\n".join(lines)
+
+
+def _since(unix: str | None, now: float) -> float | None:
+    """Seconds since a Unix time kept as text; None when absent or not a number."""
+    try:
+        return round(max(0.0, now - float(unix)), 1) if unix else None
+    except ValueError:
+        return None
 
 
 def _age(seconds: float | None) -> str:

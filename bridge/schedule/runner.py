@@ -22,8 +22,11 @@ from bridge.schedule import state
 from bridge.schedule.policy import Plan, Tuning, View, cycle_s, rank
 from bridge.store import Store
 
-#: How often the scopes are ranked again.
+#: How often the scopes are ranked again, at most (a scope is swept at most once a ranking,
+#: unless hinted); a few scopes are ranked more often, down to every step (`idle_s`).
 RANK_EVERY_S = 1.0
+#: Scopes ranked a second: reading their state from Redis costs about this much.
+_RANKED_PER_S = 5000
 
 Key = tuple[str, str]
 #: Sweeps one scope: (scope, full reconciliation?, even if just swept?) -> whether it completed.
@@ -60,6 +63,8 @@ class Scheduler:
         self._plan: Plan | None = None
         self._ranked_at = -RANK_EVERY_S
         self._known: dict[Key, tuple[Scope, bool]] = {}
+        #: Scopes whose sweep ended since the plan was ranked: the plan knows them as they were.
+        self._ended: set[Key] = set()
 
     async def step(self) -> int:
         """Start sweeps in the free slots; how many started (0: nothing to do, rest a while)."""
@@ -67,14 +72,16 @@ class Scheduler:
         plan = self._plan
         if (
             plan is None
-            or now - self._ranked_at >= RANK_EVERY_S
+            or now - self._ranked_at >= self._rank_every_s()
             or (not plan.waiting() and clock.now().timestamp() >= plan.next_due)
         ):
+            self._ended = set()  # before reading: a sweep ending meanwhile is noted again
             self._plan = plan = await self.rank()
             self._ranked_at = now
         hinted = await self.hinted()
         free = self.concurrency - len(self.running)
-        busy = set(self.running) | {k for k, (_, at) in self.resting.items() if at > now}
+        busy = set(self.running) | self._ended
+        busy |= {k for k, (_, at) in self.resting.items() if at > now}
         chosen = plan.take(free, hinted, busy=busy) if free > 0 else []
         hinted_set = set(hinted)
         for key in chosen:
@@ -88,6 +95,9 @@ class Scheduler:
         )
         return int(bool(plan.waiting() or hinted))
 
+    def _rank_every_s(self) -> float:
+        return min(RANK_EVERY_S, max(self.idle_s, len(self._known) / _RANKED_PER_S))
+
     def start(self, scope: Scope, full: bool, *, hinted: bool = False) -> None:
         key = (scope.feed.name, scope.key)
         task = asyncio.create_task(self.guarded(scope, full, hinted))
@@ -96,6 +106,7 @@ class Scheduler:
         self.started[key] = clock.monotonic()
 
     def _done(self, key: Key, _task: asyncio.Task[bool]) -> None:
+        self._ended.add(key)
         self.running.pop(key, None)
         self.started.pop(key, None)
 
