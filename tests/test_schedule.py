@@ -170,6 +170,35 @@ async def test_a_hint_that_arrives_during_a_sweep_survives_it(
     assert scope.key in await hints.pending(feed.name)
 
 
+async def test_the_daemon_sweeps_a_hinted_scope_at_once_within_its_interval(
+    start_simulator: StartSimulator, make_client: MakeClient, redis: aioredis.Redis
+) -> None:
+    """A hint makes the running daemon sweep a fresh scope within a step or two, and only it."""
+    sim = await start_simulator(users=10, courses=3)
+    feed = FeedSpec(name="nudged", resource="course_enrollments", interval_s=60)
+    bridge = Bridge(
+        client=make_client(sim.url), store=Store(redis, "nudged"), feeds=[feed], sinks=[],
+        routes=[], source=sim.url, timing=Timing(idle_s=0.05),
+    )  # fmt: skip
+    starts: list[tuple[str, float]] = []
+    _record_sweeps(bridge, starts)
+    course = next(iter(sim.sim.tenant.by_course))
+    ((_, key),) = bridge.scopes_for_course(course)
+    await bridge.start()
+    try:
+        await asyncio.sleep(1.0)  # every scope baselined; none due for a minute
+        baselined = len(starts)
+        hinted_at = clock.now().timestamp()
+        await Hints(redis, "nudged").add(feed.name, key, at=hinted_at)
+        await asyncio.sleep(0.6)
+    finally:
+        await bridge.stop()
+    assert baselined == 3
+    assert [k for k, at in starts[baselined:]] == [key]
+    assert starts[-1][1] - hinted_at < 0.5
+    assert await Hints(redis, "nudged").pending(feed.name) == {}
+
+
 async def test_degradation_keeps_hot_scopes_fresh_and_shows_the_shortfall(
     start_simulator: StartSimulator, make_client: MakeClient, redis: aioredis.Redis
 ) -> None:
