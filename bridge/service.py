@@ -25,12 +25,12 @@ from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
 from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes
 from bridge.routes import Route
-from bridge.schedule.figures import figures
 from bridge.schedule.runner import Scheduler
 from bridge.sinks.base import Sink
-from bridge.store import Fenced, Store, redis_risks
+from bridge.store import Fenced, Store
 from bridge.supervise import Bounds, Supervisor
-from bridge.sweep import Sweeper, SweepResult, from_us
+from bridge.sweep import Sweeper, SweepResult
+from bridge.upkeep import Upkeep
 
 log = structlog.get_logger(__name__)
 
@@ -121,8 +121,6 @@ class Bridge:
             self._stop, Bounds(stall_floor_s=t.stall_floor_s, wedge_floor_s=t.wedge_floor_s)
         )
         self._sweeping: list[asyncio.Task[None]] = []
-        #: The shortfall last logged per feed (logged again only when it changes).
-        self._shortfalls: dict[str, str | None] = {}
         self.scheduler = Scheduler(
             store,
             self._scopes,
@@ -137,15 +135,16 @@ class Bridge:
         self._started: set[str] = set()
         self._upkeep: list[asyncio.Task[None]] = []
         self._stopped = False
-        #: The marker this replica last saw in Redis (None until first looked at).
-        self._marker: str | None = None
-        #: How often Redis was found to have lost its data: a sweep across a loss is suspect.
-        self._data_losses = 0
-        self._checking_data = asyncio.Lock()
-        #: Whether Redis's persistence and eviction settings are still to be checked.
-        self._settings_checked = not check_redis_settings
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
         self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
+        self.upkeep = Upkeep(
+            store,
+            self.workers,
+            lambda: [(f.spec, f.scopes) for f in self.feeds],
+            self.health,
+            requests_per_s=self.timing.requests_per_s,
+            check_settings=check_redis_settings,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -326,7 +325,7 @@ class Bridge:
         )
         held = metrics.LEASES_HELD.labels(feed)
         held.inc()
-        started, losses = clock.monotonic(), self._data_losses
+        started, losses = clock.monotonic(), self.upkeep.data_losses
         began = clock.now().timestamp()
         try:
             result = await self.sweeper.sweep(scope, token, full=full)
@@ -354,7 +353,7 @@ class Bridge:
                 await renewer
             with contextlib.suppress(RedisError):  # the lease expires by itself anyway
                 await self.store.release(feed, scope.key, token)
-        if self._data_losses != losses:
+        if self.upkeep.data_losses != losses:
             await self.store.drop_unfounded_baseline(feed, scope.key)
         self.health["absorb"] = "ok"
         metrics.SWEEPS.labels(feed, "ok").inc()
@@ -466,35 +465,8 @@ class Bridge:
         return False
 
     async def check_redis_data(self) -> bool:
-        """Whether Redis lost the bridge's data since the last look; if so, recover from it.
-
-        The first look writes the marker (`keys.marker`) if there is none. Recovering
-        recreates every sink's consumer group; the scopes, whose state is gone too,
-        baseline again by their `first_sync` at their next sweep.
-        """
-        async with self._checking_data:
-            if self._marker is None:
-                self._marker = await self.store.ensure_marker()
-                return False
-            if await self.store.marker() == self._marker:
-                return False
-            metrics.REDIS_DATA_LOST.inc()
-            log.error(
-                "redis.data_lost",
-                error="Redis lost the bridge's data (restart without persistence, failover "
-                "to an empty replica, or a flush); changes made in Absorb since the last "
-                "sweep before the loss may have been missed, and undelivered events are gone",
-                hint="scopes baseline again; run `absorb-bridge resync` after checking Redis's "
-                "persistence (appendonly yes, maxmemory-policy noeviction)",
-            )
-            self._data_losses += 1
-            self._marker = await self.store.ensure_marker()
-            for worker in self.workers:
-                await worker.setup()
-            for feed in self.feeds:
-                for scope in feed.scopes:
-                    await self.store.drop_unfounded_baseline(feed.spec.name, scope.key)
-            return True
+        """Whether Redis lost the bridge's data since the last look (then recovered from it)."""
+        return await self.upkeep.check_redis_data()
 
     async def _regroup(self, worker: SinkWorker) -> None:
         """A sink's consumer group is gone: recover all if Redis lost its data, else the group."""
@@ -502,77 +474,11 @@ class Bridge:
             log.warning("sink.group_recreated", sink=worker.sink.name)
             await worker.setup()
 
-    async def _check_settings(self) -> None:
-        """Warn, once, when Redis's settings can lose the bridge's data."""
-        if self._settings_checked:
-            return
-        settings = await self.store.redis_settings()
-        self._settings_checked = True
-        if settings is None:
-            log.warning(
-                "redis.settings_unchecked",
-                reason="CONFIG GET is refused; make sure Redis has appendonly yes and "
-                "maxmemory-policy noeviction",
-            )
-            return
-        risks = redis_risks(settings)
-        if risks:
-            log.warning("redis.data_at_risk", problems=risks)
-
     async def refresh_stats(self) -> None:
         """Check Redis (reachable, settings, data not lost) and set the gauges that need it."""
-        try:
-            await self.store.redis.ping()
-            self.health["redis"] = "ok"
-            await self._check_settings()
-            await self.check_redis_data()
-            metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
-            await self._schedule_stats()
-            for feed in self.feeds:
-                name = feed.spec.name
-                metrics.WATERMARK_LAG.labels(name).set(await self._lag(name))
-                metrics.QUARANTINED.labels(name).set(len(await self.store.quarantined(name)))
-            for worker in self.workers:
-                counts = await worker.backlog()
-                sink = worker.sink.name
-                metrics.SINK_BACKLOG.labels(sink).set(
-                    counts["lag"] + counts["pending"] + counts["queued"]
-                )
-                metrics.SINK_RETRYING.labels(sink).set(counts["retrying"])
-                metrics.SINK_DEAD_LETTERS.labels(sink).set(counts["dead_lettered"])
-                metrics.SINK_DISABLED.labels(sink).set(
-                    int(await worker.queue.disabled() is not None)
-                )
-        except RedisError as e:
-            self.health["redis"] = f"unreachable: {e}"
-            log.error("redis.unreachable", error=str(e))
+        await self.upkeep.refresh()
         ready, _ = self.readiness()
         metrics.READY.set(int(ready))
-
-    async def _schedule_stats(self) -> None:
-        """Scope ages and the interval the budget keeps, per feed; a shortfall is logged."""
-        specs = [f.spec for f in self.feeds]
-        now = clock.now().timestamp()
-        for fig in await figures(self.store, specs, self.timing.requests_per_s, now):
-            for quantile, age in (
-                ("0.5", fig.age_p50_s),
-                ("0.99", fig.age_p99_s),
-                ("1", fig.age_max_s),
-            ):
-                metrics.SCOPE_AGE.labels(fig.feed, quantile).set(age or 0.0)
-            metrics.KEEPABLE_INTERVAL.labels(fig.feed).set(fig.keepable_s)
-            if (warning := fig.warning()) and warning != self._shortfalls.get(fig.feed):
-                log.warning("schedule.shortfall", feed=fig.feed, problem=warning)
-            self._shortfalls[fig.feed] = warning
-
-    async def _lag(self, feed: str) -> float:
-        now = clock.now()
-        oldest = 0.0
-        for key in await self.store.known_scopes(feed):
-            watermark = (await self.store.scope_state(feed, key)).get("watermark")
-            if watermark:
-                oldest = max(oldest, (now - from_us(int(watermark))).total_seconds())
-        return oldest
 
     async def deliver_once(self) -> int:
         """Feed and deliver every sink until nothing more goes; returns the events delivered."""
