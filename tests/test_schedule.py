@@ -23,7 +23,7 @@ from bridge.schedule.policy import Tuning, View, rank
 from bridge.schedule.runner import RANK_EVERY_S
 from bridge.service import Bridge, Timing
 from bridge.store import Store
-from tests.conftest import MakeClient, StartSimulator
+from tests.conftest import MakeClient, StartSimulator, free_port
 
 TUNING = Tuning()
 #: How late past its interval the daemon may sweep a scope (README: the scheduling jitter).
@@ -274,3 +274,16 @@ async def test_two_replicas_share_the_budget_and_the_schedule(
     for key, ats in by_scope.items():
         gaps = [b - a for a, b in itertools.pairwise(ats)]
         assert all(g >= feed.interval_s - 0.05 for g in gaps), (key, gaps)
+
+
+async def test_the_budget_falls_back_to_this_process_when_redis_is_unreachable() -> None:
+    """No Redis: requests still go, paced by a limiter of this process at the same rate."""
+    port = free_port()
+    dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
+    limiter = SharedRateLimiter(dead, "absorb-budget", 1000.0, burst=3)
+    try:
+        for _ in range(3):
+            await limiter.acquire()  # the burst: no wait, all on the local limiter
+        assert limiter.local.reserve() > 0  # the local limiter has spent its burst
+    finally:
+        await dead.aclose()
