@@ -127,6 +127,10 @@ class Plan:
         self._next = 0
         self._taken: set[Hashable] = set()
 
+    def skip(self, keys: Iterable[Hashable]) -> None:
+        """Leave these ranked scopes out (swept since the ranking); a hint still takes them."""
+        self._taken.update(keys)
+
     def waiting(self) -> int:
         """How many ranked scopes are not yet taken (an upper bound: hints may have taken some)."""
         return len(self.keys) - self._next

@@ -63,7 +63,8 @@ class Scheduler:
         self._plan: Plan | None = None
         self._ranked_at = -RANK_EVERY_S
         self._known: dict[Key, tuple[Scope, bool]] = {}
-        #: Scopes whose sweep ended since the plan was ranked: the plan knows them as they were.
+        #: Scopes whose sweep ended since the plan was ranked: the plan knows them as they were
+        #: (a hint still sweeps them again).
         self._ended: set[Key] = set()
 
     async def step(self) -> int:
@@ -80,8 +81,8 @@ class Scheduler:
             self._ranked_at = now
         hinted = await self.hinted()
         free = self.concurrency - len(self.running)
-        busy = set(self.running) | self._ended
-        busy |= {k for k, (_, at) in self.resting.items() if at > now}
+        plan.skip(self._ended)
+        busy = set(self.running) | {k for k, (_, at) in self.resting.items() if at > now}
         chosen = plan.take(free, hinted, busy=busy) if free > 0 else []
         hinted_set = set(hinted)
         for key in chosen:
