@@ -4,7 +4,8 @@ In the scope's state hash (`keys.scope_state`), beside the sweeper's fields:
 `sweep_started` (Unix seconds: when its last completed sweep began, which is how
 old what the bridge knows of it is), `rate_changes` and `rate_seconds` (its learned
 change rate, `policy.Rate`), `cost` (requests its last sweep took) and, for feeds
-that opt into `max_interval`, `interval_s` (how far a quiet scope has backed off).
+that opt into `max_interval`, `quiet_sweeps` and `interval_s` (how far a quiet scope
+has backed off).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from bridge import keys
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.feeds import FeedSpec, Scope
+from bridge.retry import backoff_s
 from bridge.schedule.policy import Rate, Tuning
 from bridge.store import Store
 
@@ -75,9 +77,11 @@ def after_sweep(
         fields["created_at"] = format_rfc3339(datetime.fromtimestamp(started, UTC))
     feed = scope.feed
     if feed.max_interval_s is not None:  # opt-in: quiet scopes back off, a change resets
-        quiet = changed == 0
-        interval = min(max(feed.interval_s, kept.interval_s * 2), feed.max_interval_s)
-        fields["interval_s"] = f"{interval if quiet else feed.interval_s:g}"
+        quiet = int(_number(kept.raw.get("quiet_sweeps")) or 0) + 1 if changed == 0 else 0
+        interval = backoff_s(
+            quiet + 1, base_s=feed.interval_s, cap_s=feed.max_interval_s, jitter=False
+        )
+        fields |= {"quiet_sweeps": str(quiet), "interval_s": f"{interval:g}"}
     return fields
 
 
