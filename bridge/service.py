@@ -246,17 +246,20 @@ class Bridge:
     def scopes_for_course(self, course_id: str) -> list[tuple[str, str]]:
         """(feed, scope key) of every scope that lists enrollments of a course.
 
-        An every-course feed has the course's scope even before discovery finds
-        the course (its key is `feeds.course_scope`'s); a hint for it is taken
-        once discovery has.
+        GUIDs compare in any case. An every-course feed has the course's scope
+        even before discovery finds the course (its key is `feeds.course_scope`'s);
+        a hint for it is taken once discovery has.
         """
+        wanted = course_id.lower()
         found: list[tuple[str, str]] = []
         for feed in self.feeds:
             spec = feed.spec
-            if spec.resource == "course_enrollments" and spec.course_ids is None:
-                found.append((spec.name, course_scope(spec, course_id).key))
-                continue
-            found += [(spec.name, s.key) for s in feed.scopes if s.course_id == course_id]
+            known = [
+                (spec.name, s.key) for s in feed.scopes if (s.course_id or "").lower() == wanted
+            ]
+            if not known and spec.resource == "course_enrollments" and spec.course_ids is None:
+                known = [(spec.name, course_scope(spec, wanted).key)]
+            found += known
         return found
 
     async def sweep_once(self, *, force: bool = False) -> int:
