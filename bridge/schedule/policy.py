@@ -131,9 +131,11 @@ class Plan:
         """Leave these ranked scopes out (swept since the ranking); a hint still takes them."""
         self._taken.update(keys)
 
-    def waiting(self) -> int:
-        """How many ranked scopes are not yet taken (an upper bound: hints may have taken some)."""
-        return len(self.keys) - self._next
+    def waiting(self) -> bool:
+        """Whether a ranked scope is still to be taken."""
+        while self._next < len(self.keys) and self.keys[self._next] in self._taken:
+            self._next += 1
+        return self._next < len(self.keys)
 
     def take(
         self, slots: int, hinted: Sequence[Hashable] = (), *, busy: Container[Hashable] = ()

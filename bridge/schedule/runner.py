@@ -88,8 +88,16 @@ class Scheduler:
         for key in chosen:
             scope, full = self._known[key]  # type: ignore[index]
             self.start(scope, full, hinted=key in hinted_set)
-        if free > 0 or not self.running:
+        if chosen:
             return len(chosen)
+        if free > 0 or not self.running:
+            # Nothing to start: sleep until the next scope comes due when that is sooner
+            # than a rest, so intervals are kept to within a step.
+            wake = plan.next_due - clock.now().timestamp()
+            if 0 < wake < self.idle_s:
+                await asyncio.sleep(wake)
+                return 1
+            return 0
         # Every slot is taken: wait for one, and go again at once if work waits for it.
         await asyncio.wait(
             list(self.running.values()), timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED
