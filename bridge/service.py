@@ -128,6 +128,7 @@ class Bridge:
             concurrency=self.timing.concurrency,
             idle_s=self.timing.idle_s,
             requests_per_s=self.timing.requests_per_s,
+            stop=self._stop,
         )
         self._opening: list[asyncio.Task[None]] = []
         self._delivering: list[asyncio.Task[None]] = []
@@ -231,7 +232,7 @@ class Bridge:
                 asyncio.gather(*(self._drain(w) for w in self._opened)),
                 max(0.0, deadline - running.time()),
             )
-        await _finish(self._upkeep, 0)
+        await _finish(self._upkeep, 1.0)  # a stats step under way ends, not cut mid-command
         for worker in self.workers:
             with contextlib.suppress(RedisError):  # the feeder lease runs out by itself anyway
                 await worker.release()

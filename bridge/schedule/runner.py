@@ -46,6 +46,7 @@ class Scheduler:
         idle_s: float,
         requests_per_s: float,
         tuning: Tuning | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.hints = Hints(store.redis, store.prefix)
@@ -55,6 +56,8 @@ class Scheduler:
         self.idle_s = idle_s
         self.requests_per_s = requests_per_s
         self.tuning = tuning or Tuning()
+        #: Once set, no sweep starts (the daemon is stopping).
+        self.stop = stop or asyncio.Event()
         #: Sweeps under way, and when each started (monotonic).
         self.running: dict[Key, asyncio.Task[bool]] = {}
         self.started: dict[Key, float] = {}
@@ -83,7 +86,7 @@ class Scheduler:
         free = self.concurrency - len(self.running)
         plan.skip(self._ended)
         busy = set(self.running) | {k for k, (_, at) in self.resting.items() if at > now}
-        chosen = plan.take(free, hinted, busy=busy) if free > 0 else []
+        chosen = plan.take(free, hinted, busy=busy) if free > 0 and not self.stop.is_set() else []
         hinted_set = set(hinted)
         for key in chosen:
             scope, full = self._known[key]  # type: ignore[index]
