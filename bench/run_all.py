@@ -27,6 +27,7 @@ FULL = {
     "delivery": ["--events", "20000"],
     "latency": ["--changes", "1200", "--rate", "20"],
     "stats_counts": ["--events", "20000"],
+    "freshness": [],
 }
 QUICK = {
     "sweep_hot": ["--records", "50000"],
@@ -34,6 +35,7 @@ QUICK = {
     "delivery": ["--events", "10000"],
     "latency": ["--changes", "1000", "--rate", "40"],
     "stats_counts": ["--events", "5000"],
+    "freshness": ["--hours", "0.25"],
 }
 
 

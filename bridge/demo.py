@@ -95,7 +95,6 @@ async def run_demo(duration_s: float | None, out: TextIO | None = None) -> int:
         name="courses",
         resource="course_enrollments",
         interval_s=1.0,
-        max_interval_s=2.0,
         lookback_s=5.0,
         details=frozenset({"lessons", "attempts"}),
     )

@@ -44,7 +44,8 @@ class FeedSpec:
     sessions: tuple[tuple[str, str], ...] = ()
     user_ids: tuple[str, ...] = ()
     interval_s: float = 30.0
-    max_interval_s: float = 300.0
+    #: Opt-in backoff of quiet scopes up to this interval; None keeps every interval.
+    max_interval_s: float | None = None
     lookback_s: float = 600.0
     emit_on_first_sync: bool = False
     details: frozenset[Detail] = field(default_factory=frozenset)

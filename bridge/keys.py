@@ -29,6 +29,11 @@ def absorb_logins(prefix: str, base_url: str, username: str) -> str:
     return absorb_token(prefix, base_url, username) + ":logins"
 
 
+def absorb_budget(prefix: str, base_url: str) -> str:
+    """The tenant's request budget (a GCRA time), shared by every replica and command."""
+    return f"{prefix}:absorb-budget:{_digest(base_url)}"
+
+
 def marker(prefix: str) -> str:
     """A random value written once into a Redis data set: gone or changed, the data was lost."""
     return f"{prefix}:marker"

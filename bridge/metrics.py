@@ -44,12 +44,17 @@ EVENTS_EMITTED = _counter("events_emitted", "Events appended to the outbox.", ("
 WATERMARK_LAG = _gauge(
     "watermark_lag_seconds", "Now minus the oldest scope watermark of a feed.", ("feed",)
 )
-SWEEP_AGE = _gauge(
-    "scope_sweep_age_seconds",
-    "Now minus the last completed sweep of a feed's least recently swept scope.",
+QUARANTINED = _gauge("quarantined", "Records held in quarantine.", ("feed",))
+SCOPE_AGE = _gauge(
+    "scope_age_seconds",
+    "Time since the start of the last sweep of a feed's scopes (quantile: 0.5, 0.99, 1).",
+    ("feed", "quantile"),
+)
+KEEPABLE_INTERVAL = _gauge(
+    "keepable_interval_seconds",
+    "The interval the request budget can keep for a feed's scopes (above interval: a shortfall).",
     ("feed",),
 )
-QUARANTINED = _gauge("quarantined", "Records held in quarantine.", ("feed",))
 LEASES_HELD = _gauge("leases_held", "Scopes this replica is sweeping right now.", ("feed",))
 
 ABSORB_REQUESTS = _counter(

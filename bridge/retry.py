@@ -13,14 +13,16 @@ def backoff_s(
     base_s: float = 0.5,
     cap_s: float = 30.0,
     rng: random.Random | None = None,
+    jitter: bool = True,
 ) -> float:
     """Delay before retry number `attempt` (1-based): exponential, capped, with full jitter.
 
-    Full jitter (a uniform draw between 0 and the exponential bound) spreads the
-    retries of many callers that failed together, so they do not return together.
+    This is the package's one backoff. Full jitter (a uniform draw between 0 and
+    the exponential bound) spreads the retries of many callers that failed
+    together, so they do not return together; without `jitter` the bound itself.
     """
-    bound = min(cap_s, base_s * (2 ** max(attempt - 1, 0)))
-    return (rng or random).uniform(0.0, bound)
+    bound = float(min(cap_s, base_s * 2.0 ** min(max(attempt - 1, 0), 60)))
+    return (rng or random).uniform(0.0, bound) if jitter else bound
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

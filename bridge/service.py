@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -22,17 +20,18 @@ from redis.exceptions import RedisError, ResponseError
 
 from bridge import clock, logs, metrics, replicas
 from bridge.absorb.client import AbsorbClient
-from bridge.absorb.timefmt import format_rfc3339, parse_datetime
 from bridge.delivery import SinkWorker
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
-from bridge.feeds import FeedSpec, Scope, discover_scopes
+from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes
 from bridge.personal_data import PersonalData
 from bridge.routes import Route
+from bridge.schedule.runner import Scheduler
 from bridge.sinks.base import Sink
-from bridge.store import Fenced, Store, redis_risks
-from bridge.supervise import Bounds, Supervisor, backoff_s
-from bridge.sweep import Sweeper, SweepResult, from_us
+from bridge.store import Fenced, Store
+from bridge.supervise import Bounds, Supervisor
+from bridge.sweep import Sweeper, SweepResult
+from bridge.upkeep import Upkeep
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +49,10 @@ class Timing:
     discovery_interval_s: float = 600.0
     #: Scopes swept at once by one replica (they share the Absorb request budget).
     concurrency: int = 4
-    #: How long the scheduler rests when nothing was due.
-    idle_s: float = 1.0
+    #: How long the scheduler rests when nothing was due (a hint waits at most this long).
+    idle_s: float = 0.25
+    #: The Absorb tenant's request budget (every replica's together): how long a round takes.
+    requests_per_s: float = 20.0
     #: Grace period on stop before in-flight work is cancelled.
     grace_s: float = 10.0
     #: How often outbox entries every sink has acknowledged are dropped.
@@ -122,31 +123,33 @@ class Bridge:
             self._stop, Bounds(stall_floor_s=t.stall_floor_s, wedge_floor_s=t.wedge_floor_s)
         )
         self._sweeping: list[asyncio.Task[None]] = []
-        #: Scope sweeps under way, by (feed, scope).
-        self._sweeps: dict[tuple[str, str], asyncio.Task[bool]] = {}
-        #: When each of the sweeps under way started (monotonic).
-        self._sweep_started: dict[tuple[str, str], float] = {}
-        #: Scopes found due, waiting for a sweep slot.
-        self._due_queue: list[tuple[Scope, bool]] = []
-        #: Scopes whose last sweep did not complete: failures in a row, and when to try again.
-        self._resting: dict[tuple[str, str], tuple[int, float]] = {}
+        self.scheduler = Scheduler(
+            store,
+            self._scopes,
+            self._sweep_attempt,
+            concurrency=self.timing.concurrency,
+            idle_s=self.timing.idle_s,
+            requests_per_s=self.timing.requests_per_s,
+            stop=self._stop,
+        )
         self._opening: list[asyncio.Task[None]] = []
         self._delivering: list[asyncio.Task[None]] = []
         self._opened: list[SinkWorker] = []
         self._started: set[str] = set()
         self._upkeep: list[asyncio.Task[None]] = []
         self._stopped = False
-        #: The marker this replica last saw in Redis (None until first looked at).
-        self._marker: str | None = None
-        #: How often Redis was found to have lost its data: a sweep across a loss is suspect.
-        self._data_losses = 0
-        self._checking_data = asyncio.Lock()
-        #: Whether Redis's persistence and eviction settings are still to be checked.
-        self._settings_checked = not check_redis_settings
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
         self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
         #: How this process names itself in the loop health `status` reads.
         self.replica_id = replicas.replica_id()
+        self.upkeep = Upkeep(
+            store,
+            self.workers,
+            lambda: [(f.spec, f.scopes) for f in self.feeds],
+            self.health,
+            requests_per_s=self.timing.requests_per_s,
+            check_settings=check_redis_settings,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -157,7 +160,7 @@ class Bridge:
         with backoff and the bridge reports itself not ready meanwhile.
         """
         t, spawn = self.timing, self.loops.spawn
-        self._sweeping = [spawn("schedule", self._schedule_once, idle_s=t.idle_s)]
+        self._sweeping = [spawn("schedule", self.scheduler.step, idle_s=t.idle_s)]
         for feed in self.feeds:
             name = feed.spec.name
             self._sweeping.append(
@@ -197,7 +200,7 @@ class Bridge:
         now = clock.monotonic()
         slow = sorted(
             (now - at, f"{feed}/{scope}")
-            for (feed, scope), at in self._sweep_started.items()
+            for (feed, scope), at in self.scheduler.started.items()
             if now - at > self.timing.sweep_stall_s
         )
         if slow:
@@ -224,7 +227,7 @@ class Bridge:
         self._stop.set()
         running = asyncio.get_running_loop()
         deadline = running.time() + self.timing.grace_s
-        await _finish([*self._sweeping, *self._sweeps.values()], self.timing.grace_s)
+        await _finish([*self._sweeping, *self.scheduler.running.values()], self.timing.grace_s)
         await _finish([*self._opening, *self._delivering], max(0.0, deadline - running.time()))
         # Sweeping has stopped: deliver what the last sweeps wrote, until caught up or
         # the grace period ends.
@@ -233,7 +236,7 @@ class Bridge:
                 asyncio.gather(*(self._drain(w) for w in self._opened)),
                 max(0.0, deadline - running.time()),
             )
-        await _finish(self._upkeep, 0)
+        await _finish(self._upkeep, 1.0)  # a stats step under way ends, not cut mid-command
         with contextlib.suppress(RedisError):  # it expires by itself anyway
             await replicas.withdraw(self.store.redis, self.store.prefix, self.replica_id)
         for worker in self.workers:
@@ -244,55 +247,27 @@ class Bridge:
 
     # -- sweeping --------------------------------------------------------------------------
 
-    async def _schedule_once(self) -> int:
-        """Give free sweep slots to due scopes; how many sweeps started.
+    def _scopes(self) -> list[Scope]:
+        return [scope for feed in self.feeds for scope in feed.scopes]
 
-        Scopes are checked once a round: the due ones wait in a queue for a slot (up
-        to `concurrency` sweep at once, each on its own, so one long or failing
-        sweep holds only its slot), and the next round's check comes once the
-        queue is empty. With every slot taken this waits (up to `idle_s`) for one.
+    def scopes_for_course(self, course_id: str) -> list[tuple[str, str]]:
+        """(feed, scope key) of every scope that lists enrollments of a course.
+
+        GUIDs compare in any case. An every-course feed has the course's scope
+        even before discovery finds the course (its key is `feeds.course_scope`'s);
+        a hint for it is taken once discovery has.
         """
-        if not self._due_queue:
-            self._due_queue = await self._due_scopes()
-        started = 0
-        while self._due_queue and len(self._sweeps) < self.timing.concurrency:
-            if self._stop.is_set():
-                return started
-            scope, full = self._due_queue.pop()
-            key = (scope.feed.name, scope.key)
-            if key in self._sweeps:
-                continue
-            sweep = self._sweep_guarded(scope, full=full)
-            (task := asyncio.create_task(sweep)).add_done_callback(partial(self._swept, key))
-            self._sweeps[key] = task
-            self._sweep_started[key] = clock.monotonic()
-            started += 1
-        if self._due_queue:
-            await asyncio.wait(
-                list(self._sweeps.values()),
-                timeout=self.timing.idle_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        return started or len(self._due_queue)
-
-    async def _due_scopes(self) -> list[tuple[Scope, bool]]:
-        """The scopes due now that are neither being swept nor resting after a failure."""
-        now = clock.monotonic()
-        due: list[tuple[Scope, bool]] = []
+        wanted = course_id.lower()
+        found: list[tuple[str, str]] = []
         for feed in self.feeds:
-            for scope in feed.scopes:
-                key = (scope.feed.name, scope.key)
-                if key in self._sweeps or self._resting.get(key, (0, now))[1] > now:
-                    continue
-                full = await self._due(scope, force=False)
-                if full is not None:
-                    due.append((scope, full))
-        random.shuffle(due)  # replicas that start together should not chase the same scopes
-        return due
-
-    def _swept(self, key: tuple[str, str], _task: asyncio.Task[bool]) -> None:
-        self._sweeps.pop(key, None)
-        self._sweep_started.pop(key, None)
+            spec = feed.spec
+            known = [
+                (spec.name, s.key) for s in feed.scopes if (s.course_id or "").lower() == wanted
+            ]
+            if not known and spec.resource == "course_enrollments" and spec.course_ids is None:
+                known = [(spec.name, course_scope(spec, wanted).key)]
+            found += known
+        return found
 
     async def sweep_once(self, *, force: bool = False) -> int:
         """Sweep every scope that is due (all of them with `force`); returns how many were swept.
@@ -300,42 +275,29 @@ class Bridge:
         A scope whose sweep fails, whatever the error, is logged and counted; the
         others go on.
         """
-        due: list[tuple[Scope, bool]] = []
         for feed in self.feeds:
             await self._discover(feed)
-            for scope in feed.scopes:
-                verdict = await self._due(scope, force=force)
-                if verdict is not None:
-                    due.append((scope, verdict))
-        random.shuffle(due)  # replicas that start together should not chase the same scopes
+        due = await self.scheduler.due(force=force)
         gate = asyncio.Semaphore(self.timing.concurrency)
 
         async def one(scope: Scope, full: bool) -> bool:
             async with gate:
                 if self._stop.is_set():
                     return False
-                return await self._sweep_guarded(scope, full=full)
+                return await self.scheduler.guarded(scope, full, force)
 
         done = await asyncio.gather(*(one(s, full) for s, full in due))
         return sum(done)
 
-    async def _sweep_guarded(self, scope: Scope, *, full: bool) -> bool:
+    async def _sweep_attempt(self, scope: Scope, full: bool, anyway: bool) -> bool:
         """Sweep one scope; any error is the scope's failure, logged and counted, never more."""
-        step = partial(self._sweep_recorded, scope, full)
+        step = partial(self._sweep_recorded, scope, full, anyway)
         result = await self.loops.attempt("sweep", step, feed=scope.feed.name, scope=scope.key)
-        key = (scope.feed.name, scope.key)
-        if result is not None:
-            self._resting.pop(key, None)
-            return True
-        # Failed, fenced or held by another replica: the scheduler leaves it alone a while.
-        failures = self._resting.get(key, (0, 0.0))[0] + 1
-        pause = backoff_s(failures, base_s=self.timing.idle_s)
-        self._resting[key] = (failures, clock.monotonic() + pause)
-        return False
+        return result is not None
 
-    async def _sweep_recorded(self, scope: Scope, full: bool) -> SweepResult | None:
+    async def _sweep_recorded(self, scope: Scope, full: bool, anyway: bool) -> SweepResult | None:
         try:
-            return await self.sweep_scope(scope, full=full)
+            return await self.sweep_scope(scope, full=full, anyway=anyway)
         except Exception as e:
             # What sweep_scope does not expect still shows as the scope's failure.
             metrics.SWEEPS.labels(scope.feed.name, "failed").inc()
@@ -344,11 +306,20 @@ class Bridge:
                 await self.store.set_scope_state(scope.feed.name, scope.key, {"last_error": text})
             raise
 
-    async def sweep_scope(self, scope: Scope, *, full: bool = False) -> SweepResult | None:
-        """Sweep one scope under its lease; None when another replica holds it."""
+    async def sweep_scope(
+        self, scope: Scope, *, full: bool = False, anyway: bool = True
+    ) -> SweepResult | None:
+        """Sweep one scope under its lease; None when another replica holds it.
+
+        Unless `anyway`, a scope some replica swept within its interval since this
+        one ranked it is left alone (None): replicas share the schedule.
+        """
         feed, ttl_ms = scope.feed.name, int(self.timing.lease_ttl_s * 1000)
         token = await self.store.acquire(feed, scope.key, ttl_ms)
         if token is None:
+            return None
+        if not anyway and await self.scheduler.swept_since(scope):
+            await self.store.release(feed, scope.key, token)
             return None
         lease_done = asyncio.Event()
         renewer = self.loops.spawn(
@@ -364,9 +335,14 @@ class Bridge:
         )
         held = metrics.LEASES_HELD.labels(feed)
         held.inc()
-        started, losses = clock.monotonic(), self._data_losses
+        started, losses = clock.monotonic(), self.upkeep.data_losses
+        began = clock.now().timestamp()
         try:
             result = await self.sweeper.sweep(scope, token, full=full)
+            # Recorded under the lease: a replica that takes it next sees this sweep.
+            await self.scheduler.swept(
+                scope, started=began, changed=result.changed, cost=result.pages
+            )
         except Fenced as e:
             log.warning("sweep.fenced", feed=feed, scope=scope.key, error=str(e))
             metrics.SWEEPS.labels(feed, "fenced").inc()
@@ -387,14 +363,13 @@ class Bridge:
                 await renewer
             with contextlib.suppress(RedisError):  # the lease expires by itself anyway
                 await self.store.release(feed, scope.key, token)
-        if self._data_losses != losses:
+        if self.upkeep.data_losses != losses:
             await self.store.drop_unfounded_baseline(feed, scope.key)
         self.health["absorb"] = "ok"
         metrics.SWEEPS.labels(feed, "ok").inc()
         metrics.RECORDS_READ.labels(feed).inc(result.records)
         for event_type, count in result.types.items():
             metrics.EVENTS_EMITTED.labels(feed, event_type).inc(count)
-        await self._schedule(scope, result)
         (log.info if result.events else log.debug)(
             "sweep.done",
             feed=feed,
@@ -437,45 +412,6 @@ class Bridge:
             log.error("feed.discovery_failed", feed=feed.spec.name, error=str(e))
             if feed.discovered_at is None:
                 raise
-
-    async def _due(self, scope: Scope, *, force: bool) -> bool | None:
-        """None if not due; else whether the sweep should be a full reconciliation."""
-        state = await self.store.scope_state(scope.feed.name, scope.key)
-        now = clock.now()
-        reconciled = state.get("reconciled_at") or state.get("created_at")
-        full = reconciled is not None and (
-            (now - parse_datetime(reconciled)).total_seconds() >= scope.feed.reconcile_every_s
-        )
-        if "created_at" not in state:
-            await self.store.set_scope_state(
-                scope.feed.name, scope.key, {"created_at": format_rfc3339(now)}
-            )
-        if force:
-            return full
-        next_at = state.get("next_at")
-        if next_at is not None and parse_datetime(next_at) > now:
-            return None
-        return full
-
-    async def _schedule(self, scope: Scope, result: SweepResult) -> None:
-        """Quiet scopes back off (doubling up to `max_interval`); a change resets the pace."""
-        feed = scope.feed
-        state = await self.store.scope_state(feed.name, scope.key)
-        interval = float(state.get("interval_s", feed.interval_s))
-        if result.events or result.changed:
-            interval = feed.interval_s
-        else:
-            interval = min(max(feed.interval_s, interval * 2), feed.max_interval_s)
-        next_at = clock.now() + timedelta(seconds=interval)
-        await self.store.set_scope_state(
-            feed.name,
-            scope.key,
-            {
-                "interval_s": f"{interval:g}",
-                "next_at": format_rfc3339(next_at),
-                "last_error": "",
-            },
-        )
 
     # -- delivering ------------------------------------------------------------------------
 
@@ -539,35 +475,8 @@ class Bridge:
         return False
 
     async def check_redis_data(self) -> bool:
-        """Whether Redis lost the bridge's data since the last look; if so, recover from it.
-
-        The first look writes the marker (`keys.marker`) if there is none. Recovering
-        recreates every sink's consumer group; the scopes, whose state is gone too,
-        baseline again by their `first_sync` at their next sweep.
-        """
-        async with self._checking_data:
-            if self._marker is None:
-                self._marker = await self.store.ensure_marker()
-                return False
-            if await self.store.marker() == self._marker:
-                return False
-            metrics.REDIS_DATA_LOST.inc()
-            log.error(
-                "redis.data_lost",
-                error="Redis lost the bridge's data (restart without persistence, failover "
-                "to an empty replica, or a flush); changes made in Absorb since the last "
-                "sweep before the loss may have been missed, and undelivered events are gone",
-                hint="scopes baseline again; run `absorb-bridge resync` after checking Redis's "
-                "persistence (appendonly yes, maxmemory-policy noeviction)",
-            )
-            self._data_losses += 1
-            self._marker = await self.store.ensure_marker()
-            for worker in self.workers:
-                await worker.setup()
-            for feed in self.feeds:
-                for scope in feed.scopes:
-                    await self.store.drop_unfounded_baseline(feed.spec.name, scope.key)
-            return True
+        """Whether Redis lost the bridge's data since the last look (then recovered from it)."""
+        return await self.upkeep.check_redis_data()
 
     async def _regroup(self, worker: SinkWorker) -> None:
         """A sink's consumer group is gone: recover all if Redis lost its data, else the group."""
@@ -575,52 +484,11 @@ class Bridge:
             log.warning("sink.group_recreated", sink=worker.sink.name)
             await worker.setup()
 
-    async def _check_settings(self) -> None:
-        """Warn, once, when Redis's settings can lose the bridge's data."""
-        if self._settings_checked:
-            return
-        settings = await self.store.redis_settings()
-        self._settings_checked = True
-        if settings is None:
-            log.warning(
-                "redis.settings_unchecked",
-                reason="CONFIG GET is refused; make sure Redis has appendonly yes and "
-                "maxmemory-policy noeviction",
-            )
-            return
-        risks = redis_risks(settings)
-        if risks:
-            log.warning("redis.data_at_risk", problems=risks)
-
     async def refresh_stats(self) -> None:
         """Check Redis (reachable, settings, data not lost) and set the gauges that need it."""
-        try:
-            await self.store.redis.ping()
-            self.health["redis"] = "ok"
-            await self._check_settings()
-            await self.check_redis_data()
+        await self.upkeep.refresh()
+        with contextlib.suppress(RedisError):  # refresh said Redis is unreachable already
             await self._publish_loop_health()
-            metrics.OUTBOX_LENGTH.set(await self.store.outbox_length())
-            for feed in self.feeds:
-                name = feed.spec.name
-                lag_s, age_s = await self._lag_and_age(name)
-                metrics.WATERMARK_LAG.labels(name).set(lag_s)
-                metrics.SWEEP_AGE.labels(name).set(age_s)
-                metrics.QUARANTINED.labels(name).set(len(await self.store.quarantined(name)))
-            for worker in self.workers:
-                counts = await worker.backlog()
-                sink = worker.sink.name
-                metrics.SINK_BACKLOG.labels(sink).set(
-                    counts["lag"] + counts["pending"] + counts["queued"]
-                )
-                metrics.SINK_RETRYING.labels(sink).set(counts["retrying"])
-                metrics.SINK_DEAD_LETTERS.labels(sink).set(counts["dead_lettered"])
-                metrics.SINK_DISABLED.labels(sink).set(
-                    int(await worker.queue.disabled() is not None)
-                )
-        except RedisError as e:
-            self.health["redis"] = f"unreachable: {e}"
-            log.error("redis.unreachable", error=str(e))
         ready, _ = self.readiness()
         metrics.READY.set(int(ready))
 
@@ -636,22 +504,6 @@ class Bridge:
         )
         ttl_s = max(30.0, 6 * self.timing.stats_interval_s)
         await replicas.publish(self.store.redis, self.store.prefix, health, ttl_s)
-
-    async def _lag_and_age(self, feed: str) -> tuple[float, float]:
-        """The oldest watermark's lag, and the longest time since a scope's last completed sweep.
-
-        A quiet scope's watermark falls behind with nothing to catch up on; its sweep
-        age stays within its interval while it is swept, which is what alerts watch.
-        """
-        now = clock.now()
-        lag = age = 0.0
-        for key in await self.store.known_scopes(feed):
-            state = await self.store.scope_state(feed, key)
-            if state.get("watermark"):
-                lag = max(lag, (now - from_us(int(state["watermark"]))).total_seconds())
-            if state.get("swept_at"):
-                age = max(age, (now - parse_datetime(state["swept_at"])).total_seconds())
-        return lag, age
 
     async def deliver_once(self) -> int:
         """Feed and deliver every sink until nothing more goes; returns the events delivered."""

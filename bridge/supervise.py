@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from bridge import clock, metrics
 from bridge.errors import BridgeError
+from bridge.retry import backoff_s
 
 log = structlog.get_logger(__name__)
 
@@ -35,13 +36,6 @@ BACKOFF_CAP_S = 15.0
 
 #: Failures that are a dependency being down, not a bug: logged without a traceback.
 _EXPECTED = (BridgeError, RedisError, OSError, TimeoutError)
-
-
-def backoff_s(
-    failures: int, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S
-) -> float:
-    """The pause after the `failures`-th failure in a row: `base_s`, doubling, at most `cap_s`."""
-    return float(min(cap_s, base_s * 2 ** min(max(failures, 1) - 1, 30)))
 
 
 @dataclass(frozen=True)
@@ -154,7 +148,9 @@ class Supervisor:
                 outcome = await step()
             except Exception as e:
                 self._failed(loop.name, loop, e, context)
-                pause = backoff_s(loop.failures)
+                pause = backoff_s(
+                    loop.failures, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S, jitter=False
+                )
             else:
                 self._completed(loop)
                 if until_done and outcome:

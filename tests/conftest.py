@@ -20,6 +20,7 @@ from aiohttp import web
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.token_cache import TokenCache
 from bridge.absorb.transport import AbsorbTransport, Credentials, RetryPolicy
+from bridge.ratelimit import Limiter
 from bridge.simulator.faults import Faults
 from bridge.simulator.generate import TenantSpec
 from bridge.simulator.server import Simulator, SimulatorConfig
@@ -166,6 +167,7 @@ async def make_client() -> AsyncIterator[MakeClient]:
         timeout_s: float = 5.0,
         retry: RetryPolicy = FAST_RETRY,
         max_requests_per_second: float = 1000.0,
+        limiter: Limiter | None = None,
     ) -> AbsorbClient:
         transport = AbsorbTransport(
             url,
@@ -174,6 +176,7 @@ async def make_client() -> AsyncIterator[MakeClient]:
             timeout_s=timeout_s,
             retry=retry,
             max_requests_per_second=max_requests_per_second,
+            limiter=limiter,
         )
         client = AbsorbClient(transport, page_size=page_size)
         clients.append(client)

@@ -17,7 +17,15 @@ from tests.conftest import API_KEY, PASSWORD, USERNAME, SimHandle, StartSimulato
 BRIDGE = [sys.executable, "-m", "bridge"]
 
 
-def _config(tmp_path: Path, sim: SimHandle, redis_url: str, *, sinks: str, first_sync: str) -> Path:
+def _config(
+    tmp_path: Path,
+    sim: SimHandle,
+    redis_url: str,
+    *,
+    sinks: str,
+    first_sync: str,
+    budget: float = 200,
+) -> Path:
     path = tmp_path / "bridge.yaml"
     path.write_text(
         f"""
@@ -26,7 +34,7 @@ absorb:
   api_key: ${{TEST_ABSORB_KEY}}
   username: {USERNAME}
   password_file: {tmp_path / "password"}
-  max_requests_per_second: 200
+  max_requests_per_second: {budget:g}
 redis:
   url: {redis_url}
   prefix: cmd-{secrets.token_hex(4)}
@@ -130,6 +138,26 @@ async def test_status_lists_scopes_and_quarantine_and_resync_retries(
     assert json.loads(out)["feeds"][0]["quarantined"] == []
     out, err = await _cli("resync", "--config", str(config), "--feed", "nope", expect=1)
     assert "no feed 'nope'" in out + err
+
+
+async def test_status_names_the_shortfall_when_the_budget_cannot_keep_the_interval(
+    start_simulator: StartSimulator, redis_url: str, tmp_path: Path
+) -> None:
+    """12 courses every 1s need 12 requests/s; with 4 the status says so, with figures."""
+    sim = await start_simulator(users=30, courses=12)
+    sinks = f"  - name: out\n    type: file\n    path: {tmp_path / 'events.jsonl'}\n"
+    config = _config(tmp_path, sim, redis_url, sinks=sinks, first_sync="baseline", budget=4)
+    await _run_for(config, 5)
+    out, _ = await _cli("status", "--config", str(config), "--json")
+    schedule = json.loads(out)["feeds"][0]["schedule"]
+    assert schedule["scopes"] == 12
+    assert schedule["keepable_s"] >= 2.5
+    assert schedule["shortfall_s"] > 1
+    assert schedule["age_max_s"] <= schedule["bound_s"] + 1.5
+    assert "4 requests/s" in schedule["warning"]
+    table, _ = await _cli("status", "--config", str(config))
+    assert "WARNING: the budget of 4 requests/s keeps an interval of" in table
+    assert "scope age p50" in table
 
 
 async def test_commands_without_a_config_are_usage_errors() -> None:

@@ -134,7 +134,7 @@ def test_contract_example_loads(tmp_path: Path) -> None:
     (feed,) = config.feeds
     assert feed.course_ids == [GUID]
     assert (feed.interval_s, feed.lookback_s, feed.reconcile_every_s) == (30.0, 600.0, 86400.0)
-    assert feed.max_interval_s == 300.0
+    assert feed.max_interval_s is None  # opt-in: no backoff unless asked for
     assert feed.details == ["lessons", "chapters", "attempts"]
     audit, hr = config.sinks
     assert isinstance(audit, FileSinkConfig)
@@ -377,12 +377,13 @@ def test_format_duration_reads_back(seconds: float) -> None:
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
 
 
-def test_max_interval_defaults_and_bounds(tmp_path: Path) -> None:
-    """max_interval defaults to 5m but never below interval, and may not be set below it."""
+def test_max_interval_is_opt_in_and_bounded(tmp_path: Path) -> None:
+    """max_interval is unset unless asked for (no backoff), and may not be set below interval."""
     data = base()
-    assert load(tmp_path, data).feeds[0].max_interval_s == 300.0
+    assert load(tmp_path, data).feeds[0].max_interval_s is None
     data["feeds"][0]["interval"] = "10m"
-    assert load(tmp_path, data).feeds[0].max_interval_s == 600.0
+    data["feeds"][0]["max_interval"] = "20m"
+    assert load(tmp_path, data).feeds[0].max_interval_s == 1200.0
     data["feeds"][0]["max_interval"] = "1m"
     assert problems(tmp_path, data) == ["feeds[0].max_interval: must be at least interval (10m)"]
 

@@ -53,8 +53,9 @@ METRICS = {
     "absorb_bridge_sweep_duration_seconds": "histogram",
     "absorb_bridge_delivery_latency_seconds": "histogram",
     "absorb_bridge_watermark_lag_seconds": "gauge",
-    "absorb_bridge_scope_sweep_age_seconds": "gauge",
     "absorb_bridge_build_info": "gauge",
+    "absorb_bridge_scope_age_seconds": "gauge",
+    "absorb_bridge_keepable_interval_seconds": "gauge",
     "absorb_bridge_outbox_length": "gauge",
     "absorb_bridge_sink_backlog": "gauge",
     "absorb_bridge_sink_in_flight": "gauge",
@@ -594,9 +595,13 @@ def _series(name: str, values: str, **labels: str) -> dict[str, str]:
 FIRING: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
     "AbsorbBridgeSweepsBehind": (
         [
-            _series("absorb_bridge_scope_sweep_age_seconds", "1200x40", feed="courses"),
+            _series("absorb_bridge_scope_age_seconds", "1200x40", feed="courses", quantile="1"),
             _series(
-                "absorb_bridge_scope_sweep_age_seconds", "1200x40", feed="courses", instance="b"
+                "absorb_bridge_scope_age_seconds",
+                "1200x40",
+                feed="courses",
+                quantile="1",
+                instance="b",
             ),
         ],
         {"job": "absorb-bridge", "feed": "courses", "severity": "warning"},
@@ -661,7 +666,7 @@ FIRING: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
 HEALTHY = [
     # A quiet feed: nothing changed for days, so its watermark lags, but it is swept.
     _series("absorb_bridge_watermark_lag_seconds", "400000+60x40", feed="courses"),
-    _series("absorb_bridge_scope_sweep_age_seconds", "30x40", feed="courses"),
+    _series("absorb_bridge_scope_age_seconds", "30x40", feed="courses", quantile="1"),
     # Loops completing cycles; a sink's open loop ended long ago, as it does once opened;
     # discovery completes one every 10 minutes.
     _series("absorb_bridge_loop_last_cycle_timestamp_seconds", "0+60x40", loop="feed:hr"),

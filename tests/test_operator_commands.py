@@ -489,22 +489,23 @@ async def test_simulate_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
     assert line.endswith("choose another --host or --port")
 
 
-def test_a_scope_is_stale_past_twice_its_interval_and_the_grace() -> None:
-    """The stale-scope check: a scope swept 2 intervals + 30 s ago is fine, a second more
-    is a problem naming the worst scope; a scope never swept yet is not judged."""
-    from bridge.commands.checks import STALE_GRACE_S, STALE_INTERVALS, stale_scopes
+def test_a_scope_is_stale_past_what_the_budget_allows_and_the_grace() -> None:
+    """The stale-scope check: a scope unswept for its feed's interval or staleness bound
+    (the larger) plus 30 s is fine, a second more is a problem naming the worst scope; a
+    scope never swept yet is not judged."""
+    from bridge.commands.checks import STALE_GRACE_S, stale_scopes
 
-    limit = STALE_INTERVALS * 60 + STALE_GRACE_S
+    limit = 90 + STALE_GRACE_S
 
     def report(*ages: float | None) -> dict[str, Any]:
-        scopes = [
-            {"scope": f"course:{n}", "age_s": age, "interval_s": 60.0} for n, age in enumerate(ages)
-        ]
-        return {"feeds": [{"name": "courses", "scopes": scopes}]}
+        scopes = [{"scope": f"course:{n}", "age_s": age} for n, age in enumerate(ages)]
+        schedule = {"interval_s": 60.0, "bound_s": 90.0}
+        return {"feeds": [{"name": "courses", "scopes": scopes, "schedule": schedule}]}
 
     assert stale_scopes(report(limit, None, 5)) == []
     assert stale_scopes(report(limit + 1, limit + 100, 5)) == [
-        f"feed courses: 2 scopes stale, course:1 last swept {limit + 100:.0f}s ago (every 60s)"
+        f"feed courses: 2 scopes stale, course:1 last swept {limit + 100:.0f}s ago"
+        " (the budget allows 90s)"
     ]
 
 
@@ -517,10 +518,8 @@ async def test_status_check_names_a_scope_left_unswept(
 ) -> None:
     """A scope swept for real whose last sweep is then an hour old (as when every replica
     stopped sweeping it) is reported stale by `status --check`, read from Redis."""
-    from datetime import timedelta
 
     from bridge import clock
-    from bridge.absorb.timefmt import format_rfc3339
     from bridge.feeds import FeedSpec
     from tests.engine import make_engine
 
@@ -540,9 +539,8 @@ async def test_status_check_names_a_scope_left_unswept(
     )
     _, err = await _cli("status", "--check", "--config", config, expect=1)
     assert "stale" not in err
-    an_hour_ago = format_rfc3339(clock.now() - timedelta(hours=1))
-    await engine.store.set_scope_state("courses", scope.key, {"swept_at": an_hour_ago})
-    await engine.store.set_scope_state("courses", scope.key, {"interval_s": "30"})
+    an_hour_ago = clock.now().timestamp() - 3600
+    await engine.store.set_scope_state("courses", scope.key, {"sweep_started": repr(an_hour_ago)})
     _, err = await _cli("status", "--check", "--config", config, expect=1)
     assert f"PROBLEM: feed courses: 1 scope stale, {scope.key} last swept 3600s ago" in err
 

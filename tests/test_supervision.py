@@ -152,7 +152,9 @@ async def running(
 def _faults() -> dict[str, Callable[[Bridge, pytest.MonkeyPatch], list[int]]]:
     """Per loop: how to make its step raise something no one expects."""
     return {
-        "schedule": lambda b, mp: fail_first(mp, b, "_due", RuntimeError("scheduler bug")),
+        "schedule": lambda b, mp: fail_first(
+            mp, b.scheduler, "rank", RuntimeError("scheduler bug")
+        ),
         "sweep": lambda b, mp: fail_first(
             mp, b.sweeper, "sweep", OverflowError("float too large to pack with f format")
         ),

@@ -30,6 +30,7 @@ from bridge import clock
 from bridge.absorb.paths import Op
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.errors import AbsorbAuthError, AbsorbError, BridgeError
+from bridge.retry import backoff_s
 
 Login = Callable[[], Awaitable[str]]
 
@@ -58,7 +59,9 @@ class LoginPolicy:
 
     def backoff_s(self, refusals: int) -> float:
         """The wait after `refusals` refusals in a row: doubling from the base, up to the cap."""
-        return min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** max(0, refusals - 1))
+        return backoff_s(
+            refusals, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s, jitter=False
+        )
 
     def backoffs_ms(self) -> list[int]:
         """The wait after 1, 2, … refusals until it reaches the cap (which then repeats), in ms."""

@@ -28,7 +28,7 @@ from bridge.errors import (
     AbsorbUnavailableError,
     BridgeError,
 )
-from bridge.ratelimit import TokenBucket
+from bridge.ratelimit import Limiter, RateLimiter
 from bridge.redaction import excerpt
 from bridge.retry import backoff_s, parse_retry_after
 
@@ -98,8 +98,8 @@ class _Unauthorized(AbsorbAuthError):
 class AbsorbTransport:
     """Sends one operation at a time to Absorb and returns its decoded JSON body.
 
-    One aiohttp session (pooled, keep-alive), one token bucket and one token cache
-    serve every caller of the transport.
+    One aiohttp session (pooled, keep-alive), one rate limiter (shared by replicas
+    when given one) and one token cache serve every caller of the transport.
     """
 
     def __init__(
@@ -110,6 +110,7 @@ class AbsorbTransport:
         session: aiohttp.ClientSession | None = None,
         token_cache: TokenCache | None = None,
         max_requests_per_second: float = 20.0,
+        limiter: Limiter | None = None,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
@@ -120,7 +121,7 @@ class AbsorbTransport:
         self._session = session
         self._owns_session = session is None
         self.token_cache: TokenCache = token_cache or MemoryTokenCache()
-        self._bucket = TokenBucket(max_requests_per_second)
+        self._limiter: Limiter = limiter or RateLimiter(max_requests_per_second)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
@@ -266,7 +267,7 @@ class AbsorbTransport:
         if url.origin() != self._origin:
             # Paths quote every id, so this cannot happen; the credentials are worth the check.
             raise AbsorbRequestError(endpoint, "the path leaves Absorb's host; not sent")
-        await self._bucket.acquire()
+        await self._limiter.acquire()
         try:
             # Redirects are never followed: the API key, password and token go to Absorb's
             # host and nowhere else, whatever a reply (or a proxy in the way) says.

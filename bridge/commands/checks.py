@@ -12,8 +12,6 @@ from typing import Any
 Report = dict[str, Any]
 Check = Callable[[Report], list[str]]
 
-#: A scope is stale once unswept for this many of its intervals, plus `STALE_GRACE_S`.
-STALE_INTERVALS = 2.0
 #: Slack for a sweep that is under way or a scheduler tick late.
 STALE_GRACE_S = 30.0
 
@@ -55,26 +53,25 @@ def dead_letters(report: Report) -> list[str]:
 
 
 def stale_scopes(report: Report) -> list[str]:
-    """Scopes unswept for longer than their interval allows.
+    """Scopes unswept for longer than the budget allows.
 
-    A scope's age is the time since its last completed sweep; its interval is the one
-    the scheduler last gave it (a quiet scope's grows up to the feed's `max_interval`).
+    The scheduler keeps every scope within its feed's interval while the budget
+    allows, and within its staleness bound when it does not (`schedule.bound_s`);
+    a scope older than the larger of the two, plus `STALE_GRACE_S`, needs a person.
     """
     problems = []
     for feed in report["feeds"]:
-        stale = [
-            scope
-            for scope in feed["scopes"]
-            if scope.get("age_s") is not None
-            and scope.get("interval_s")
-            and scope["age_s"] > STALE_INTERVALS * scope["interval_s"] + STALE_GRACE_S
-        ]
+        schedule = feed.get("schedule") or {}
+        if not schedule:
+            continue
+        limit = max(schedule["interval_s"], schedule["bound_s"]) + STALE_GRACE_S
+        stale = [s for s in feed["scopes"] if s.get("age_s") is not None and s["age_s"] > limit]
         if stale:
             worst = max(stale, key=lambda s: s["age_s"])
             problems.append(
                 f"feed {feed['name']}: {len(stale)} scope{'' if len(stale) == 1 else 's'} stale,"
                 f" {worst['scope']} last swept {worst['age_s']:.0f}s ago"
-                f" (every {worst['interval_s']:g}s)"
+                f" (the budget allows {limit - STALE_GRACE_S:.0f}s)"
             )
     return problems
 

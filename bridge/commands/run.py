@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import os
 import signal
 import sys
@@ -23,7 +24,7 @@ from bridge.commands.wiring import (
     routes,
 )
 from bridge.config import Config, HttpServerConfig
-from bridge.service import Bridge
+from bridge.service import Bridge, Timing
 from bridge.sinks.base import Sink
 
 log = structlog.get_logger(__name__)
@@ -75,6 +76,7 @@ async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
             source=config.absorb.base_url,
             page_size=config.absorb.page_size,
             delivery=delivery_options(config),
+            timing=_timing(config.absorb.max_requests_per_second),
         )
         server, port = await _serve_health(bridge, config, explicit=explicit)
         log.info(
@@ -114,3 +116,8 @@ async def _serve_health(
         hint=f"set {LISTEN_ENV}=HOST:PORT to choose each replica's address",
     )
     return server, bound
+
+
+def _timing(requests_per_s: float) -> Timing:
+    """Enough sweep slots to spend the budget: a slot sends about 4 requests a second."""
+    return Timing(requests_per_s=requests_per_s, concurrency=max(4, math.ceil(requests_per_s / 4)))

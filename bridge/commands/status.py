@@ -8,11 +8,12 @@ import sys
 from typing import Any
 
 from bridge import clock, replicas
-from bridge.absorb.timefmt import format_rfc3339, parse_datetime
+from bridge.absorb.timefmt import format_rfc3339
 from bridge.commands.checks import problems
-from bridge.commands.wiring import connect, load
+from bridge.commands.wiring import connect, feed_spec, load
 from bridge.config import Config
 from bridge.delivery import DeliveryQueue, outbox_lag
+from bridge.schedule.figures import figures
 from bridge.store import Store
 from bridge.sweep import from_us
 
@@ -43,6 +44,11 @@ async def _collect(config: Config) -> dict[str, Any]:
         store = parts.store
         dropped = await store.dropped_counts()
         feeds = [await _feed(store, f.name, dropped) for f in config.feeds]
+        specs = [feed_spec(f) for f in config.feeds]
+        rate = config.absorb.max_requests_per_second
+        now = clock.now().timestamp()
+        for feed, fig in zip(feeds, await figures(store, specs, rate, now), strict=True):
+            feed["schedule"] = fig.as_dict()
         sinks = []
         for sink in config.sinks:
             queue = DeliveryQueue(parts.redis, store.prefix, sink.name)
@@ -72,16 +78,13 @@ async def _feed(store: Store, name: str, dropped: dict[str, int]) -> dict[str, A
     for key in await store.known_scopes(name):
         state = await store.scope_state(name, key)
         watermark = from_us(int(state["watermark"])) if state.get("watermark") else None
-        swept_at = parse_datetime(state["swept_at"]) if state.get("swept_at") else None
         scopes.append(
             {
                 "scope": key,
                 "watermark": format_rfc3339(watermark) if watermark else None,
                 "lag_s": round((now - watermark).total_seconds(), 1) if watermark else None,
                 "swept_at": state.get("swept_at"),
-                "age_s": round((now - swept_at).total_seconds(), 1) if swept_at else None,
-                "next_at": state.get("next_at"),
-                "interval_s": float(state.get("interval_s", "0") or 0) or None,
+                "age_s": _since(state.get("sweep_started"), now.timestamp()),
                 "last_error": state.get("last_error") or None,
             }
         )
@@ -121,17 +124,20 @@ def render(report: dict[str, Any]) -> str:
                 else ""
             )
         )
-        lines.append(
-            f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'swept':>7} {'every':>7}  next / error"
-        )
-        for s in feed["scopes"]:
-            tail = s["last_error"] or (s["next_at"] or "")
-            every = _age(s["interval_s"])
-            mark = s["watermark"] or "-"
-            swept = _age(s["age_s"])
+        if sched := feed.get("schedule"):
             lines.append(
-                f"  {s['scope']:<52} {mark:<28} {_age(s['lag_s']):>8} {swept:>7} {every:>7}  {tail}"
+                f"  scope age p50 {_age(sched['age_p50_s'])}, p99 {_age(sched['age_p99_s'])}, "
+                f"max {_age(sched['age_max_s'])}; interval {_age(sched['interval_s'])}, "
+                f"the budget keeps {_age(sched['keepable_s'])}"
             )
+            if sched["warning"]:
+                lines.append(f"  WARNING: {sched['warning']}")
+        lines.append(f"  {'scope':<52} {'watermark':<28} {'lag':>8} {'age':>7}  error")
+        for s in feed["scopes"]:
+            tail = s["last_error"] or ""
+            age = _age(s["age_s"])
+            mark = s["watermark"] or "-"
+            lines.append(f"  {s['scope']:<52} {mark:<28} {_age(s['lag_s']):>8} {age:>7}  {tail}")
         for q in feed["quarantined"]:
             lines.append(f"  quarantined {q['key']}: {q['error']}")
         lines.append("")
@@ -151,6 +157,14 @@ def render(report: dict[str, Any]) -> str:
             " after their grace period"
         )
     return "\n".join(lines)
+
+
+def _since(unix: str | None, now: float) -> float | None:
+    """Seconds since a Unix time kept as text; None when absent or not a number."""
+    try:
+        return round(max(0.0, now - float(unix)), 1) if unix else None
+    except ValueError:
+        return None
 
 
 def _age(seconds: float | None) -> str:

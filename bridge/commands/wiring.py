@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from pydantic import BaseModel, SecretStr
 
-from bridge import logs
+from bridge import keys, logs
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.token_cache import RedisTokenCache
 from bridge.absorb.transport import AbsorbTransport, Credentials
@@ -35,6 +35,7 @@ from bridge.config import (
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.feeds import FeedSpec
 from bridge.personal_data import PersonalData
+from bridge.ratelimit import SharedRateLimiter
 from bridge.routes import Route
 from bridge.service import DeliveryOptions
 from bridge.sinks.base import Sink
@@ -225,6 +226,11 @@ async def connect(config: Config) -> AsyncIterator[Parts]:
         ),
         token_cache=cache,
         max_requests_per_second=absorb.max_requests_per_second,
+        limiter=SharedRateLimiter(
+            redis,
+            keys.absorb_budget(config.redis.prefix, absorb.base_url),
+            absorb.max_requests_per_second,
+        ),
         timeout_s=absorb.timeout_s,
     )
     client = AbsorbClient(transport, page_size=absorb.page_size)

@@ -22,7 +22,6 @@ from bridge.config.credentials import (
 )
 from bridge.config.errors import ConfigError, Loc, Problem, format_path
 from bridge.config.feeds import (
-    DEFAULT_MAX_INTERVAL_S,
     RESOURCES,
     FeedConfig,
     LessonScope,
@@ -65,7 +64,6 @@ from bridge.redaction import mask_url
 
 __all__ = [
     "CONFIG_ENV",
-    "DEFAULT_MAX_INTERVAL_S",
     "EVENT_CHANGES",
     "EVENT_RESOURCES",
     "RESOURCES",

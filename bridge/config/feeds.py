@@ -42,7 +42,6 @@ _SCOPE_HINT = {
     "sessions": "a list of {course_id, session_id}",
     "user_ids": "a list of user GUIDs",
 }
-DEFAULT_MAX_INTERVAL_S = 300.0
 
 
 class FeedConfig(_Model):
@@ -60,8 +59,9 @@ class FeedConfig(_Model):
     details: list[Literal["lessons", "chapters", "attempts"]] = Field([], validate_default=True)
     progress_events: bool = False
     reconcile_every_s: PositiveDuration = Field(86400.0, alias="reconcile_every")
-    # How far a quiet scope's interval backs off; never below `interval`.
-    max_interval_s: PositiveDuration = Field(None, alias="max_interval", validate_default=True)
+    # Opt-in: how far a quiet scope's interval may back off to save requests (at least
+    # `interval`); unset, every scope is swept every `interval`, as promised.
+    max_interval_s: PositiveDuration | None = Field(None, alias="max_interval")
 
     @field_validator("lessons", "sessions", "user_ids", "course_ids", "details")
     @classmethod
@@ -79,17 +79,10 @@ class FeedConfig(_Model):
             raise ValueError(f"only for resource {wanted}, not {resource}")
         return list(dict.fromkeys(value)) if key == "details" else value
 
-    @field_validator("max_interval_s", mode="before")
-    @classmethod
-    def _default_max_interval(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            return max(DEFAULT_MAX_INTERVAL_S, info.data.get("interval_s", 0.0))
-        return value
-
     @field_validator("max_interval_s")
     @classmethod
-    def _not_below_interval(cls, value: float, info: ValidationInfo) -> float:
+    def _not_below_interval(cls, value: float | None, info: ValidationInfo) -> float | None:
         interval = info.data.get("interval_s")
-        if interval is not None and value < interval:
+        if value is not None and interval is not None and value < interval:
             raise ValueError(f"must be at least interval ({format_duration(interval)})")
         return value

@@ -6,6 +6,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bridge.retry import backoff_s
+
 #: Close to Standard Webhooks' advice: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_SCHEDULE_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 #: Delays are spread by up to this share either way, so a sink's failures do not return at once.
@@ -52,6 +54,8 @@ class Circuit:
     open_until: float | None = None
     probing: bool = False
     _pause_s: float = field(default=0.0, repr=False)
+    #: Probes failed since the circuit last closed: each doubles the pause.
+    probes_failed: int = field(default=0, repr=False)
     _probe_at: float = field(default=0.0, repr=False)
 
     @property
@@ -77,12 +81,19 @@ class Circuit:
     def succeeded(self) -> None:
         """A try went through: close the circuit."""
         self.failures, self.open_until, self.probing, self._pause_s = 0, None, False, 0.0
+        self.probes_failed = 0
 
     def failed(self, now: float) -> None:
         """A try failed: count it, and open (or re-open, longer) when it is one too many."""
         self.failures += 1
         if self.probing:  # the probe failed: pause longer
-            self._pause_s = min(self.max_cooldown_s, (self._pause_s * 2) or self.cooldown_s)
+            self.probes_failed += 1
+            self._pause_s = backoff_s(
+                self.probes_failed + 1,
+                base_s=self.cooldown_s,
+                cap_s=self.max_cooldown_s,
+                jitter=False,
+            )
             self.open_until = now + self._pause_s
             self.probing = False
         elif self.open_until is None and self.failures >= self.threshold:

@@ -20,7 +20,7 @@ from bridge.delivery.policy import DEFAULT_SCHEDULE_S, Circuit, next_delay_s
 from bridge.delivery.queue import DeliveryQueue, OutboxEntry, Queued
 from bridge.events import encode
 from bridge.personal_data import PersonalData, scrub
-from bridge.ratelimit import TokenBucket
+from bridge.ratelimit import RateLimiter
 from bridge.routes import Route, sinks_for
 from bridge.sinks.base import BatchSink, Delivery, Sink, SinkError
 
@@ -72,7 +72,7 @@ class SinkWorker:
         self.feed_lease_ms = int(feed_lease_s * 1000)
         self.batch = batch
         self.circuit = circuit or Circuit()
-        self.bucket = TokenBucket(rate_limit_per_s) if rate_limit_per_s else None
+        self.bucket = RateLimiter(rate_limit_per_s) if rate_limit_per_s else None
         self.rng = rng or random.Random()
         self.queue = DeliveryQueue(redis, prefix, sink.name, max_dead_letters=max_dead_letters)
         self.delivered = 0

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge import clock
+from bridge.ratelimit import RateLimiter
 from bridge.simulator.activity import Activity
 from bridge.simulator.auth import Auth
 from bridge.simulator.faults import Faults
@@ -45,21 +45,16 @@ class SimulatorConfig:
 
 
 class _Throttle:
-    """Absorb's server-side throttle: a token bucket that answers now, yes or no."""
+    """Absorb's server-side throttle: answers now, yes or no, at the faults' current rate."""
 
     def __init__(self) -> None:
-        self._tokens: float | None = None  # full at the first request
-        self._updated = clock.monotonic()
+        self._limiter: RateLimiter | None = None
 
     def allow(self, rate_per_s: float, burst: int) -> bool:
-        now = clock.monotonic()
-        tokens = float(burst) if self._tokens is None else self._tokens
-        self._tokens = min(float(burst), tokens + (now - self._updated) * rate_per_s)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+        limiter = self._limiter
+        if limiter is None or (limiter.rate_per_s, limiter.burst) != (rate_per_s, burst):
+            limiter = self._limiter = RateLimiter(rate_per_s, burst)
+        return limiter.allow()
 
 
 class Simulator:

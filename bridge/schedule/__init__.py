@@ -1,0 +1,1 @@
+"""Scheduling under one request budget: a pure policy (`policy`), its Redis state, the runner."""
