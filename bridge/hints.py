@@ -10,6 +10,8 @@ while a sweep runs is kept for the next one.
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis.asyncio import Redis
 
 from bridge import keys
@@ -46,7 +48,8 @@ class Hints:
     async def pending(self, feed: str) -> dict[str, float]:
         """Every hinted scope of a feed and the time of its oldest unanswered notice."""
         raw = await self.redis.zrange(keys.hints(self.prefix, feed), 0, -1, withscores=True)
-        return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw}
+        pairs = cast(list[tuple[bytes | str, float]], raw)  # withscores: (member, score) pairs
+        return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in pairs}
 
     async def clear(self, feed: str, scope: str, *, swept_from: float) -> bool:
         """Answer a scope's hint by a sweep that started at Unix time `swept_from`.

@@ -135,3 +135,8 @@ def dropped(prefix: str) -> str:
 def hints(prefix: str, feed: str) -> str:
     """A sorted set of a feed's scopes a notice asked to sweep now, scored by the notice's time."""
     return f"{prefix}:hints:{feed}"
+
+
+def notice_counts(prefix: str) -> str:
+    """A hash counting Absorb's notices by outcome (`refused:<reason>` for refusals)."""
+    return f"{prefix}:notices"

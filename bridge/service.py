@@ -26,7 +26,10 @@ from bridge.absorb.timefmt import format_rfc3339, parse_datetime
 from bridge.delivery import SinkWorker
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
-from bridge.feeds import FeedSpec, Scope, discover_scopes
+from bridge.feeds import FeedSpec, Scope, discover_scopes, scopes_of_course, scopes_of_user
+from bridge.hints import Hints
+from bridge.notices import NoticeListener
+from bridge.notices.resolve import NoticeResolver
 from bridge.routes import Route
 from bridge.sinks.base import Sink
 from bridge.store import Fenced, Store, redis_risks
@@ -102,6 +105,7 @@ class Bridge:
         timing: Timing | None = None,
         delivery: Mapping[str, DeliveryOptions] | None = None,
         check_redis_settings: bool = True,
+        notices: NoticeListener | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -143,6 +147,14 @@ class Bridge:
         self._settings_checked = not check_redis_settings
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
         self.health: dict[str, str] = {"redis": "starting", "absorb": "starting"}
+        self.hints = Hints(store.redis, store.prefix)
+        self.notices = (
+            None
+            if notices is None
+            else NoticeResolver(
+                notices.queue, client=client, hints=self.hints, targets=self, counts=notices.counts
+            )
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -179,6 +191,22 @@ class Bridge:
             spawn("stats", self._stats_step, idle_s=t.stats_interval_s),
             spawn("trim", self._trim_step, idle_s=t.trim_interval_s, rest_first=True),
         ]
+        if self.notices is not None:
+            self._sweeping.append(spawn("notices", self.notices.resolve_once, idle_s=0.0))
+
+    def scopes_for_course(self, course_id: str) -> list[tuple[str, str]]:
+        """Every (feed, scope key) whose sweep lists enrollments of the course."""
+        return [
+            (f.spec.name, s.key) for f in self.feeds for s in scopes_of_course(f.scopes, course_id)
+        ]
+
+    def scopes_for_user(self, user_id: str) -> list[tuple[str, str]]:
+        """Every (feed, scope key) listing the user's enrollments (user_enrollments feeds)."""
+        return [(f.spec.name, s.key) for f in self.feeds for s in scopes_of_user(f.scopes, user_id)]
+
+    def sweeps_by_course(self) -> bool:
+        """Whether some feed sweeps per course, lesson or session (all but user_enrollments)."""
+        return any(f.spec.resource != "user_enrollments" for f in self.feeds)
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         """Whether the bridge can do its work, and what is wrong when it cannot.
@@ -274,11 +302,12 @@ class Bridge:
         now = clock.monotonic()
         due: list[tuple[Scope, bool]] = []
         for feed in self.feeds:
+            hinted = await self.hints.pending(feed.spec.name)  # hint hook: hinted scopes are due
             for scope in feed.scopes:
                 key = (scope.feed.name, scope.key)
                 if key in self._sweeps or self._resting.get(key, (0, now))[1] > now:
                     continue
-                full = await self._due(scope, force=False)
+                full = await self._due(scope, force=scope.key in hinted)
                 if full is not None:
                     due.append((scope, full))
         random.shuffle(due)  # replicas that start together should not chase the same scopes
@@ -359,6 +388,7 @@ class Bridge:
         held = metrics.LEASES_HELD.labels(feed)
         held.inc()
         started, losses = clock.monotonic(), self._data_losses
+        swept_from = clock.now().timestamp()  # hint hook: a notice after this waits for the next
         try:
             result = await self.sweeper.sweep(scope, token, full=full)
         except Fenced as e:
@@ -389,6 +419,7 @@ class Bridge:
         for event_type, count in result.types.items():
             metrics.EVENTS_EMITTED.labels(feed, event_type).inc(count)
         await self._schedule(scope, result)
+        await self.hints.clear(feed, scope.key, swept_from=swept_from)  # hint hook
         (log.info if result.events else log.debug)(
             "sweep.done",
             feed=feed,

@@ -72,6 +72,8 @@ METRICS = {
     "absorb_bridge_dead_letters_dropped_total": "counter",
     "absorb_bridge_quarantine_dropped_total": "counter",
     "absorb_bridge_stale_sink_groups_dropped_total": "counter",
+    "absorb_bridge_notices_total": "counter",
+    "absorb_bridge_notice_hints_total": "counter",
 }
 KNOWN_SERIES = set(METRICS) | {
     f"{name}{suffix}"

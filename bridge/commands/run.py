@@ -18,6 +18,8 @@ from bridge.commands.wiring import (
     routes,
 )
 from bridge.config import Config
+from bridge.notices import NoticeListener
+from bridge.notices.counts import NoticeCounts
 from bridge.service import Bridge
 from bridge.sinks.base import Sink
 
@@ -50,6 +52,16 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     async with connect(config) as parts:
+        hooks = config.absorb.webhooks
+        notices = (
+            None
+            if hooks is None
+            else NoticeListener(
+                secret=hooks.secret.get_secret_value(),
+                path=hooks.path,
+                counts=NoticeCounts(parts.redis, config.redis.prefix),
+            )
+        )
         bridge = Bridge(
             client=parts.client,
             store=parts.store,
@@ -59,6 +71,7 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
             source=config.absorb.base_url,
             page_size=config.absorb.page_size,
             delivery=delivery_options(config),
+            notices=notices,
         )
         server, port = await health.serve(
             bridge.readiness, config.http.host, config.http.port, liveness=bridge.liveness
@@ -69,9 +82,13 @@ async def _run(config: Config, sinks: list[Sink]) -> None:
             sinks=len(sinks),
             http=f"http://{config.http.host}:{port}",
         )
+        if notices is not None and hooks is not None:
+            await notices.start(hooks.host, hooks.port)
         await bridge.start()
         await stop.wait()
         log.info("bridge.stopping")
+        if notices is not None:
+            await notices.stop()
         await bridge.stop()
         await server.cleanup()
         log.info("bridge.stopped")
