@@ -11,6 +11,7 @@ from bridge.absorb.timefmt import format_rfc3339
 from bridge.commands.wiring import connect, load
 from bridge.config import Config
 from bridge.delivery import DeliveryQueue, outbox_lag
+from bridge.notices.counts import read_counts
 from bridge.store import Store
 from bridge.sweep import from_us
 
@@ -47,6 +48,9 @@ async def _collect(config: Config) -> dict[str, Any]:
             "now": format_rfc3339(clock.now()),
             "outbox": await store.outbox_length(),
             "sink_groups_dropped": dropped.get("sink_groups", 0),
+            "notices": await read_counts(parts.redis, store.prefix)
+            if config.absorb.webhooks is not None
+            else None,
             "feeds": feeds,
             "sinks": sinks,
         }
@@ -86,6 +90,8 @@ async def _feed(store: Store, name: str, dropped: dict[str, int]) -> dict[str, A
 def render(report: dict[str, Any]) -> str:
     """The report as tables for a terminal."""
     lines = [f"absorb-bridge status at {report['now']}   outbox: {report['outbox']} events", ""]
+    if report.get("notices") is not None:
+        lines += [_notices(report["notices"]), ""]
     for feed in report["feeds"]:
         lag = feed["max_lag_s"]
         lines.append(
@@ -122,6 +128,15 @@ def render(report: dict[str, Any]) -> str:
             " after their grace period"
         )
     return "\n".join(lines)
+
+
+def _notices(counts: dict[str, Any]) -> str:
+    refused = ", ".join(f"{n} {why}" for why, n in counts["refused_by_reason"].items() if n)
+    return (
+        f"notices (Absorb's webhooks): {counts['received']} received, {counts['used']} used, "
+        f"{counts['unusable']} unusable, {counts['failed']} lookups failed, "
+        f"{counts['refused']} refused" + (f" ({refused})" if refused else "")
+    )
 
 
 def _age(seconds: float | None) -> str:
