@@ -60,7 +60,7 @@ def _webhooks_port(data: Mapping[str, Any]) -> list[Problem]:
     if not isinstance(webhooks, dict):
         return []
     listen = webhooks.get("listen", "0.0.0.0:8088")
-    http_listen = http.get("listen", "127.0.0.1:9464") if isinstance(http, dict) else None
+    http_listen = (http if isinstance(http, dict) else {}).get("listen", "127.0.0.1:9464")
     if not isinstance(listen, str) or not isinstance(http_listen, str):
         return []
     port, http_port = listen.rpartition(":")[2], http_listen.rpartition(":")[2]
