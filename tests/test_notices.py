@@ -3,8 +3,11 @@ notice only ever makes the bridge sweep sooner."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +18,7 @@ from bridge.absorb.client import AbsorbClient
 from bridge.absorb.models import Status
 from bridge.notices import find_named, sign
 from bridge.notices.listener import Notice
-from tests.conftest import SimHandle
+from tests.conftest import API_KEY, PASSWORD, USERNAME, SimHandle
 from tests.notices_helpers import SECRET, Hooked, hooked_bridge, until
 
 COURSE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -198,3 +201,60 @@ async def test_a_notice_alone_or_twice_never_makes_an_event(hooked: Hooked) -> N
     events = await hooked.new_events()
     assert [(e["subject"], e["status"]) for e in events] == [(rid, "Failed")]
     assert hooked.bridge.swept[f"course:{course}"] == 3
+
+
+async def test_status_shows_notices_by_outcome_without_the_secret(
+    hooked: Hooked, redis_url: str, tmp_path: Path
+) -> None:
+    """`status` (text and --json) shows notices received, used, unusable and refused by reason,
+    summed in Redis, and never the webhook's secret."""
+    course = hooked.course_of(hooked.pick())
+    assert await hooked.notice({"courseId": course}) == 202
+    assert await hooked.notice({"nothing": "here"}) == 202
+    assert await hooked.post(b"{}", sign(b"{}", "forged")) == 401
+    await resolve_all(hooked)
+    await hooked.listener.counts.flush()
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        f"""
+absorb:
+  base_url: {hooked.sim.url}
+  api_key: {API_KEY}
+  username: {USERNAME}
+  password: {PASSWORD}
+  webhooks:
+    listen: 127.0.0.1:0
+    secret: {SECRET}
+redis:
+  url: {redis_url}
+  prefix: {hooked.bridge.store.prefix}
+feeds:
+  - name: courses
+    resource: course_enrollments
+"""
+    )
+    status = [sys.executable, "-m", "bridge", "status", "--config", str(config)]
+    as_json = await _output(*status, "--json")
+    counts = json.loads(as_json)["notices"]
+    assert (counts["received"], counts["used"], counts["unusable"], counts["refused"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    assert counts["refused_by_reason"]["signature"] == 1
+    text = await _output(*status)
+    assert "notices (Absorb's webhooks): 2 received, 1 used, 1 unusable" in text
+    assert "1 refused (1 signature)" in text
+    assert SECRET not in as_json + text
+
+
+async def _output(*args: str) -> str:
+    """Run a command that must exit 0 and never print the secret; its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert SECRET not in err.decode()
+    return out.decode()
