@@ -138,7 +138,7 @@ def _check_arrivals(changes: list[dict[str, Any]], seen: dict[tuple[str, str], f
     for change in changes:
         if change["kind"] == "course_enrollment":
             steps.setdefault(change["enrollmentId"], []).append(change)
-    checked, late = 0, []
+    checked, late, delays = 0, [], []
     for rid, chain in steps.items():
         for i, change in enumerate(chain):
             if change["status"] is None:
@@ -148,8 +148,17 @@ def _check_arrivals(changes: list[dict[str, Any]], seen: dict[tuple[str, str], f
             if following is not None and time_of(following["dateEdited"]) - at < APART_S:
                 continue
             arrived = seen.get((rid, Status(change["status"]).name))
+            if arrived is not None:
+                delays.append(arrived - at)
             if arrived is None or arrived - at > ARRIVAL_S:
                 late.append((rid, change["status"], None if arrived is None else arrived - at))
             checked += 1
+    delays.sort()
+    if delays:  # shown with -s, and beside a failure
+        print(
+            f"{len(delays)} announced changes: change to file p50 "
+            f"{delays[len(delays) // 2]:.2f}s, p99 {delays[int(len(delays) * 0.99)]:.2f}s, "
+            f"max {delays[-1]:.2f}s (interval 60s)"
+        )
     assert checked > 10, "too little happened to prove anything"
     assert not late, f"{len(late)} of {checked} changes late or missing: {late[:5]}"
