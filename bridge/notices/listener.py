@@ -57,6 +57,8 @@ class NoticeListener:
         self.max_body_bytes = max_body_bytes
         self.queue: asyncio.Queue[Notice] = asyncio.Queue(queue_size)
         self._runner: web.AppRunner | None = None
+        #: The port bound once started.
+        self.port: int | None = None
 
     def app(self) -> web.Application:
         """The aiohttp application with the one route."""
@@ -72,6 +74,7 @@ class NoticeListener:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         bound: int = sockets[0].getsockname()[1] if sockets else port
+        self.port = bound
         log.info("notices.listening", listen=f"{host}:{bound}", path=self.path)
         return bound
 
