@@ -97,17 +97,23 @@ class Hooked:
 
 
 async def hooked_bridge(
-    sim: SimHandle, client: AbsorbClient, redis: aioredis.Redis, http: aiohttp.ClientSession
+    sim: SimHandle,
+    client: AbsorbClient,
+    redis: aioredis.Redis,
+    http: aiohttp.ClientSession,
+    *,
+    feed: FeedSpec = QUIET,
+    prefix: str | None = None,
 ) -> Hooked:
     """A bridge over every course of `sim`, baselined, with a listener on a free port."""
-    store = Store(redis, f"notices-{secrets.token_hex(4)}")
+    store = Store(redis, prefix or f"notices-{secrets.token_hex(4)}")
     listener = NoticeListener(
         secret=SECRET, path="/absorb/webhooks", counts=NoticeCounts(redis, store.prefix)
     )
     bridge = CountingBridge(
         client=client,
         store=store,
-        feeds=[QUIET],
+        feeds=[feed],
         sinks=[],
         routes=[],
         source=sim.url,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,20 @@ import redis.asyncio as aioredis
 
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.models import Status
+from bridge.feeds import FeedSpec
 from bridge.notices import find_named, sign
 from bridge.notices.listener import Notice
-from tests.conftest import API_KEY, PASSWORD, USERNAME, SimHandle
-from tests.notices_helpers import SECRET, Hooked, hooked_bridge, until
+from bridge.store import Store
+from tests.conftest import API_KEY, PASSWORD, USERNAME, MakeClient, SimHandle
+from tests.notices_helpers import (
+    QUIET,
+    SECRET,
+    TIMING,
+    CountingBridge,
+    Hooked,
+    hooked_bridge,
+    until,
+)
 
 COURSE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 USER = "0b6a3a9e-2f1c-4a55-9a1e-6c0f4e1d2b77"
@@ -44,9 +55,9 @@ async def resolve_all(hooked: Hooked) -> None:
         pass
 
 
-async def schedule_round(hooked: Hooked) -> None:
+async def schedule_round(hooked: Hooked | CountingBridge) -> None:
     """One round of the scheduler, waiting for the sweeps it started."""
-    bridge = hooked.bridge
+    bridge = hooked.bridge if isinstance(hooked, Hooked) else hooked
     await bridge._schedule_once()
     while bridge._sweeps:
         await bridge._schedule_once()
@@ -258,3 +269,61 @@ async def _output(*args: str) -> str:
     assert proc.returncode == 0, err.decode()[-2000:]
     assert SECRET not in err.decode()
     return out.decode()
+
+
+async def test_a_hint_taken_by_one_replica_is_swept_by_another(
+    hooked: Hooked, client: AbsorbClient
+) -> None:
+    """Hints live in Redis: the replica that takes the notice need not be the one that sweeps,
+    and once one replica swept the scope the other does not sweep it again for the hint."""
+    other = CountingBridge(
+        client=client,
+        store=Store(hooked.bridge.store.redis, hooked.bridge.store.prefix),
+        feeds=[QUIET],
+        sinks=[],
+        routes=[],
+        source=hooked.sim.url,
+        timing=TIMING,
+        check_redis_settings=False,
+    )
+    other.swept = Counter()
+    await other.sweep_once()  # discovers the courses; none is due
+    course = hooked.course_of(hooked.pick())
+    assert await hooked.notice({"courseId": course}) == 202
+    await resolve_all(hooked)
+    await schedule_round(other)
+    await schedule_round(hooked)
+    assert dict(other.swept) == {f"course:{course}": 1}
+    assert sum(hooked.bridge.swept.values()) == 0
+    await other.stop()
+
+
+async def test_a_flood_of_notices_is_bounded_and_does_not_starve_the_schedule(
+    simulator: SimHandle, make_client: MakeClient, redis: aioredis.Redis
+) -> None:
+    """Notices beyond the queue's bound are refused (503); the user lookups they ask for share
+    the request budget one at a time, so every scope still gets swept at its 1 s interval."""
+    feed = FeedSpec(name="courses", resource="course_enrollments", interval_s=1, max_interval_s=1)
+    client = make_client(simulator.url, max_requests_per_second=30)
+    users = list(simulator.sim.tenant.users)
+    async with aiohttp.ClientSession() as http:
+        hooked = await hooked_bridge(simulator, client, redis, http, feed=feed)
+        await hooked.bridge.start()
+        gate = asyncio.Semaphore(50)
+
+        async def one(n: int) -> int:
+            async with gate:
+                return await hooked.notice({"userId": users[n % len(users)], "n": n})
+
+        answers = Counter(await asyncio.gather(*(one(n) for n in range(1100))))
+        hooked.bridge.swept.clear()
+        await asyncio.sleep(4)
+        swept = dict(hooked.bridge.swept)
+        pending = hooked.listener.queue.qsize()
+        await hooked.listener.stop()
+        await hooked.bridge.stop()
+    assert answers[503] >= 1
+    assert answers[202] + answers[503] == 1100
+    assert pending > 0, "the flood was over before the check: it proves nothing"
+    assert len(swept) == len(simulator.sim.tenant.courses)
+    assert min(swept.values()) >= 2, swept
