@@ -26,12 +26,14 @@ FULL = {
     "engine_sweep": ["--enrollments", "1000000", "--courses", "100", "--activity", "50000"],
     "delivery": ["--events", "20000"],
     "latency": ["--changes", "1200", "--rate", "20"],
+    "hints": ["--courses", "500", "--rps", "20", "--changes", "240", "--rate", "2"],
 }
 QUICK = {
     "sweep_hot": ["--records", "50000"],
     "engine_sweep": ["--enrollments", "100000", "--activity", "5000"],
     "delivery": ["--events", "10000"],
     "latency": ["--changes", "1000", "--rate", "40"],
+    "hints": ["--courses", "100", "--rps", "20", "--changes", "60", "--rate", "2"],
 }
 
 

@@ -276,6 +276,8 @@ class Bridge:
         """
         if not self._due_queue:
             self._due_queue = await self._due_scopes()
+        else:
+            await self._hinted_first()
         started = 0
         while self._due_queue and len(self._sweeps) < self.timing.concurrency:
             if self._stop.is_set():
@@ -304,14 +306,30 @@ class Bridge:
         for feed in self.feeds:
             hinted = await self.hints.pending(feed.spec.name)  # hint hook: hinted scopes are due
             for scope in feed.scopes:
-                key = (scope.feed.name, scope.key)
-                if key in self._sweeps or self._resting.get(key, (0, now))[1] > now:
+                if not self._idle(scope, now):
                     continue
                 full = await self._due(scope, force=scope.key in hinted)
                 if full is not None:
                     due.append((scope, full))
         random.shuffle(due)  # replicas that start together should not chase the same scopes
         return due
+
+    async def _hinted_first(self) -> None:
+        """Hint hook: scopes with a pending hint move to the head of the due queue."""
+        for feed in self.feeds:
+            pending = await self.hints.pending(feed.spec.name)
+            if not pending:
+                continue
+            now = clock.monotonic()
+            hinted = [s for s in feed.scopes if s.key in pending and self._idle(s, now)]
+            named = {(feed.spec.name, s.key) for s in hinted}
+            rest = [e for e in self._due_queue if (e[0].feed.name, e[0].key) not in named]
+            self._due_queue = rest + [(s, False) for s in hinted]  # pop() takes from the end
+
+    def _idle(self, scope: Scope, now: float) -> bool:
+        """Whether a scope is neither being swept nor resting after a failure."""
+        key = (scope.feed.name, scope.key)
+        return key not in self._sweeps and self._resting.get(key, (0, now))[1] <= now
 
     def _swept(self, key: tuple[str, str], _task: asyncio.Task[bool]) -> None:
         self._sweeps.pop(key, None)
