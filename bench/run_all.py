@@ -28,6 +28,7 @@ FULL = {
     "latency": ["--changes", "1200", "--rate", "20"],
     "stats_counts": ["--events", "20000"],
     "freshness": [],
+    "hints": ["--courses", "500", "--rps", "20", "--changes", "240", "--rate", "2"],
 }
 QUICK = {
     "sweep_hot": ["--records", "50000"],
@@ -36,6 +37,7 @@ QUICK = {
     "latency": ["--changes", "1000", "--rate", "40"],
     "stats_counts": ["--events", "5000"],
     "freshness": ["--hours", "0.25"],
+    "hints": ["--courses", "100", "--rps", "20", "--changes", "60", "--rate", "2"],
 }
 
 

@@ -127,6 +127,18 @@ def static_scopes(feed: FeedSpec) -> list[Scope] | None:
     ]
 
 
+def scopes_of_course(scopes: list[Scope], course_id: str) -> list[Scope]:
+    """The scopes that list enrollments of a course (its own, its lessons', its sessions')."""
+    wanted = course_id.lower()
+    return [s for s in scopes if s.course_id is not None and s.course_id.lower() == wanted]
+
+
+def scopes_of_user(scopes: list[Scope], user_id: str) -> list[Scope]:
+    """The scopes that list a user's enrollments."""
+    wanted = user_id.lower()
+    return [s for s in scopes if s.ids.get("user_id", "").lower() == wanted]
+
+
 async def discover_scopes(feed: FeedSpec, client: AbsorbClient) -> list[Scope]:
     """Every scope of the feed, asking Absorb for its courses when the feed names none.
 

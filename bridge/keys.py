@@ -155,3 +155,8 @@ def replica(prefix: str, replica_id: str) -> str:
 def replicas(prefix: str) -> str:
     """A sorted set of replica ids by when each last wrote its loop health (Unix ms)."""
     return f"{prefix}:replicas"
+
+
+def notice_counts(prefix: str) -> str:
+    """A hash counting Absorb's notices by outcome (`refused:<reason>` for refusals)."""
+    return f"{prefix}:notices"

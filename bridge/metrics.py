@@ -131,3 +131,14 @@ SINK_GROUPS_DROPPED = _counter(
     "Outbox consumer groups dropped because no replica fed their sink within the grace period.",
     ("sink",),
 )
+NOTICES = _counter(
+    "notices",
+    "Absorb webhook notices by outcome (received, refused, used, unusable, failed);"
+    " reason says why one was refused (signature, too_large, not_json, busy).",
+    ("outcome", "reason"),
+)
+NOTICE_HINTS = _counter(
+    "notice_hints",
+    "Scopes hinted by notices, by feed and whether a waiting hint took it.",
+    ("feed", "result"),
+)

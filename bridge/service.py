@@ -23,7 +23,10 @@ from bridge.absorb.client import AbsorbClient
 from bridge.delivery import SinkWorker
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
 from bridge.errors import AbsorbError, BridgeError
-from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes
+from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes, scopes_of_user
+from bridge.hints import Hints
+from bridge.notices import NoticeListener
+from bridge.notices.resolve import NoticeResolver
 from bridge.personal_data import PersonalData
 from bridge.routes import Route
 from bridge.schedule.runner import Scheduler
@@ -105,6 +108,7 @@ class Bridge:
         timing: Timing | None = None,
         delivery: Mapping[str, DeliveryOptions] | None = None,
         check_redis_settings: bool = True,
+        notices: NoticeListener | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -150,6 +154,17 @@ class Bridge:
             requests_per_s=self.timing.requests_per_s,
             check_settings=check_redis_settings,
         )
+        self.notices = (
+            None
+            if notices is None
+            else NoticeResolver(
+                notices.queue,
+                client=client,
+                hints=Hints(store.redis, store.prefix),
+                targets=self,
+                counts=notices.counts,
+            )
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -186,6 +201,16 @@ class Bridge:
             spawn("stats", self._stats_step, idle_s=t.stats_interval_s),
             spawn("trim", self._trim_step, idle_s=t.trim_interval_s, rest_first=True),
         ]
+        if self.notices is not None:
+            self._sweeping.append(spawn("notices", self.notices.resolve_once, idle_s=0.0))
+
+    def scopes_for_user(self, user_id: str) -> list[tuple[str, str]]:
+        """Every (feed, scope key) listing the user's enrollments (user_enrollments feeds)."""
+        return [(f.spec.name, s.key) for f in self.feeds for s in scopes_of_user(f.scopes, user_id)]
+
+    def sweeps_by_course(self) -> bool:
+        """Whether some feed sweeps per course, lesson or session (all but user_enrollments)."""
+        return any(f.spec.resource != "user_enrollments" for f in self.feeds)
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         """Whether the bridge can do its work, and what is wrong when it cannot.

@@ -36,6 +36,7 @@ ENV = {
     "ABSORB_USERNAME": "admin",
     "ABSORB_PASSWORD": "password-from-env",
     "HR_WEBHOOK_SECRET": WHSEC,
+    "ABSORB_WEBHOOK_SECRET": "absorb-webhook-secret-from-env",
 }
 GUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 GUID2 = "0b6f1a2c-1d2e-4f3a-9b8c-7d6e5f4a3b2c"
@@ -49,6 +50,10 @@ absorb:
   password: ${ABSORB_PASSWORD}
   max_requests_per_second: 20             # client-side budget shared by all feeds
   page_size: 500                          # _limit, 1..1000
+  webhooks:                               # optional: Absorb's own webhooks, taken as hints
+    listen: 0.0.0.0:8088                  # where Absorb posts (expose only this)
+    path: /absorb/webhooks
+    secret: ${ABSORB_WEBHOOK_SECRET}      # the webhook's Secret Key from Absorb's admin UI
 redis:
   url: redis://127.0.0.1:6379/0
   prefix: absorb-bridge                   # every key starts with it
@@ -955,6 +960,43 @@ def test_error_messages_never_show_a_secret(tmp_path: Path) -> None:
     # Neither does a duplicate key.
     text = f"absorb:\n  api_key: {SECRETS['API_KEY']}\n  api_key: {SECRETS['AWS']}\n"
     assert_no_secret("\n".join(problems(tmp_path, text)))
+
+
+def test_webhooks_take_a_secret_file_and_never_show_it(tmp_path: Path) -> None:
+    """absorb.webhooks reads its secret from secret_file too; masked() and check-config show
+    ***; listen and path default to CONTRACT.md's."""
+    secret_file = tmp_path / "hook-secret"
+    secret_file.write_text("hook-SEKRIT-value\n")
+    data = base()
+    data["absorb"]["webhooks"] = {"secret_file": str(secret_file)}
+    path = write(tmp_path, data)
+    config, _ = load_config(path, {})
+    hooks = config.absorb.webhooks
+    assert hooks is not None
+    assert hooks.secret.get_secret_value() == "hook-SEKRIT-value"
+    assert (hooks.host, hooks.port, hooks.path) == ("0.0.0.0", 8088, "/absorb/webhooks")
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config(str(path), {}, out, err) == 0
+    assert "SEKRIT" not in out.getvalue() + err.getvalue() + repr(config)
+    assert yaml.safe_load(out.getvalue())["absorb"]["webhooks"]["secret"] == "***"
+
+
+def test_webhooks_problems_are_named_where_they_are(tmp_path: Path) -> None:
+    """No secret, a path that is no path, a bad listen address, and a port shared with
+    http.listen are each a problem at its place."""
+    data = base()
+    data["absorb"]["webhooks"] = {"path": "absorb?x=1", "listen": "nowhere"}
+    assert problems(tmp_path, data) == [
+        "absorb.webhooks.listen: 'nowhere' is not a listen address: use HOST:PORT, like"
+        " 127.0.0.1:9464",
+        "absorb.webhooks.path: must be a URL path starting with / (no spaces, query or fragment)",
+        "absorb.webhooks.secret: required (or secret_file: a file holding it)",
+    ]
+    data["absorb"]["webhooks"] = {"secret": "s", "listen": "0.0.0.0:9464"}
+    assert problems(tmp_path, data) == [
+        "absorb.webhooks.listen: port 9464 is http.listen's too: the webhook listener needs a"
+        " port of its own, the only one to expose to Absorb"
+    ]
 
 
 # ---- check-config and config_path -----------------------------------------------------

@@ -75,6 +75,8 @@ METRICS = {
     "absorb_bridge_dead_letters_dropped_total": "counter",
     "absorb_bridge_quarantine_dropped_total": "counter",
     "absorb_bridge_stale_sink_groups_dropped_total": "counter",
+    "absorb_bridge_notices_total": "counter",
+    "absorb_bridge_notice_hints_total": "counter",
 }
 KNOWN_SERIES = set(METRICS) | {
     f"{name}{suffix}"
@@ -125,8 +127,12 @@ def _manifests() -> dict[str, dict[str, Any]]:
     }
 
 
-def _by_kind(kind: str) -> dict[str, Any]:
-    (found,) = [m for m in _manifests().values() if m["kind"] == kind]
+def _by_kind(kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [
+        m
+        for m in _manifests().values()
+        if m["kind"] == kind and name in (None, m["metadata"]["name"])
+    ]
     return found
 
 
@@ -168,16 +174,24 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_kubernetes_objects_refer_to_each_other() -> None:
-    """The Deployment uses the ConfigMap, the Secret and the port that the config listens on,
-    and the Service and PodDisruptionBudget select its pods."""
+    """The Deployment uses the ConfigMap, the Secret and the ports that the config listens on;
+    the metrics Service exposes only metrics, the webhooks Service only Absorb's webhooks, and
+    they and the PodDisruptionBudget select its pods."""
     deployment = _by_kind("Deployment")
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     config = yaml.safe_load(_by_kind("ConfigMap")["data"]["config.yaml"])
     listen_host, _, listen_port = config["http"]["listen"].rpartition(":")
-    (port,) = container["ports"]
+    ports = {p["name"]: p for p in container["ports"]}
+    port = ports["metrics"]
     assert listen_host == "0.0.0.0"
     assert port["containerPort"] == int(listen_port)
+    hooks_host, _, hooks_port = config["absorb"]["webhooks"]["listen"].rpartition(":")
+    assert hooks_host == "0.0.0.0"
+    assert ports["webhooks"]["containerPort"] == int(hooks_port)
+    hooks_service = _by_kind("Service", "absorb-bridge-webhooks")["spec"]
+    assert [p["targetPort"] for p in hooks_service["ports"]] == ["webhooks"]
+    assert hooks_service["selector"].items() <= pod["metadata"]["labels"].items()
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == listen_port
 
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -190,8 +204,9 @@ def test_kubernetes_objects_refer_to_each_other() -> None:
 
     labels = pod["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert _by_kind("Service")["spec"]["selector"].items() <= labels.items()
-    assert _by_kind("Service")["spec"]["ports"][0]["targetPort"] == port["name"]
+    service = _by_kind("Service", "absorb-bridge")["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in service["ports"]] == [port["name"]]
     assert _by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= (
         labels.items()
     )
@@ -756,7 +771,7 @@ def _dashboard_queries() -> list[str]:
 
 def test_dashboard_is_grafana_json_with_a_datasource_variable() -> None:
     """The dashboard parses, is of schema 39, picks its Prometheus through a variable used by
-    every panel, has the four rows, and lays its panels out without overlaps."""
+    every panel, has the five rows, and lays its panels out without overlaps."""
     dashboard = _dashboard()
     assert dashboard["schemaVersion"] == 39
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
@@ -765,7 +780,13 @@ def test_dashboard_is_grafana_json_with_a_datasource_variable() -> None:
     panels = list(_panels())
     assert len({p["id"] for p in panels}) == len(panels)
     rows = [p["title"] for p in panels if p["type"] == "row"]
-    assert rows == ["Sweeping", "Absorb API", "Outbox & delivery", "Health"]
+    assert rows == [
+        "Sweeping",
+        "Absorb API",
+        "Outbox & delivery",
+        "Health",
+        "Problems, caps and notices",
+    ]
     cells: set[tuple[int, int]] = set()
     for panel in panels:
         grid = panel["gridPos"]

@@ -24,6 +24,8 @@ from bridge.commands.wiring import (
     routes,
 )
 from bridge.config import Config, HttpServerConfig
+from bridge.notices import NoticeListener
+from bridge.notices.counts import NoticeCounts
 from bridge.service import Bridge, Timing
 from bridge.sinks.base import Sink
 
@@ -67,6 +69,16 @@ async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     async with connect(config) as parts:
+        hooks = config.absorb.webhooks
+        notices = (
+            None
+            if hooks is None
+            else NoticeListener(
+                secret=hooks.secret.get_secret_value(),
+                path=hooks.path,
+                counts=NoticeCounts(parts.redis, config.redis.prefix),
+            )
+        )
         bridge = Bridge(
             client=parts.client,
             store=parts.store,
@@ -77,6 +89,7 @@ async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
             page_size=config.absorb.page_size,
             delivery=delivery_options(config),
             timing=_timing(config.absorb.max_requests_per_second),
+            notices=notices,
         )
         server, port = await _serve_health(bridge, config, explicit=explicit)
         log.info(
@@ -85,9 +98,13 @@ async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
             sinks=len(sinks),
             http=f"http://{config.http.host}:{port}",
         )
+        if notices is not None and hooks is not None:
+            await notices.start(hooks.host, hooks.port)
         await bridge.start()
         await stop.wait()
         log.info("bridge.stopping")
+        if notices is not None:
+            await notices.stop()
         await bridge.stop()
         await server.cleanup()
         log.info("bridge.stopped")

@@ -13,6 +13,7 @@ from bridge.commands.checks import problems
 from bridge.commands.wiring import connect, feed_spec, load
 from bridge.config import Config
 from bridge.delivery import DeliveryQueue, outbox_lag
+from bridge.notices.counts import read_counts
 from bridge.schedule.figures import figures
 from bridge.store import Store
 from bridge.sweep import from_us
@@ -67,6 +68,9 @@ async def _collect(config: Config) -> dict[str, Any]:
             "outbox": await store.outbox_length(),
             "sink_groups_dropped": dropped.get("sink_groups", 0),
             "replicas": await replicas.read_all(parts.redis, store.prefix),
+            "notices": await read_counts(parts.redis, store.prefix)
+            if config.absorb.webhooks is not None
+            else None,
             "feeds": feeds,
             "sinks": sinks,
         }
@@ -113,6 +117,8 @@ def render(report: dict[str, Any]) -> str:
             f" (reported {_age(replica['age_s'])} ago)"
         )
     lines.append("")
+    if report.get("notices") is not None:
+        lines += [_notices(report["notices"]), ""]
     for feed in report["feeds"]:
         lag = feed["max_lag_s"]
         lines.append(
@@ -165,6 +171,15 @@ def _since(unix: str | None, now: float) -> float | None:
         return round(max(0.0, now - float(unix)), 1) if unix else None
     except ValueError:
         return None
+
+
+def _notices(counts: dict[str, Any]) -> str:
+    refused = ", ".join(f"{n} {why}" for why, n in counts["refused_by_reason"].items() if n)
+    return (
+        f"notices (Absorb's webhooks): {counts['received']} received, {counts['used']} used, "
+        f"{counts['unusable']} unusable, {counts['failed']} lookups failed, "
+        f"{counts['refused']} refused" + (f" ({refused})" if refused else "")
+    )
 
 
 def _age(seconds: float | None) -> str:

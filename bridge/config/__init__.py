@@ -29,7 +29,14 @@ from bridge.config.feeds import (
     SessionScope,
 )
 from bridge.config.loading import CONFIG_ENV, config_path, load_config, parse_config
-from bridge.config.models import AbsorbConfig, Config, HttpServerConfig, RedisConfig, RouteConfig
+from bridge.config.models import (
+    AbsorbConfig,
+    Config,
+    HttpServerConfig,
+    RedisConfig,
+    RouteConfig,
+    WebhooksConfig,
+)
 from bridge.config.sinks import (
     SINK_TYPES,
     AmqpSinkConfig,
@@ -109,6 +116,7 @@ __all__ = [
     "Template",
     "Text",
     "WebhookSecret",
+    "WebhooksConfig",
     "config_path",
     "format_duration",
     "format_path",

@@ -1,4 +1,4 @@
-"""Checks across sections: duplicate names, routes naming unknown sinks or feeds."""
+"""Checks across sections: duplicate names, routes naming unknown sinks or feeds, ports."""
 
 from __future__ import annotations
 
@@ -49,4 +49,27 @@ def _cross_references(data: Mapping[str, Any]) -> list[Problem]:
                     problems.append(
                         (("routes", i, key), f"unknown {what} {name!r} ({key}: {have})")
                     )
+    problems += _webhooks_port(data)
     return problems
+
+
+def _webhooks_port(data: Mapping[str, Any]) -> list[Problem]:
+    """The webhook listener must not share `http.listen`: only its own port is exposed."""
+    absorb, http = data.get("absorb"), data.get("http")
+    webhooks = absorb.get("webhooks") if isinstance(absorb, dict) else None
+    if not isinstance(webhooks, dict):
+        return []
+    listen = webhooks.get("listen", "0.0.0.0:8088")
+    http_listen = (http if isinstance(http, dict) else {}).get("listen", "127.0.0.1:9464")
+    if not isinstance(listen, str) or not isinstance(http_listen, str):
+        return []
+    port, http_port = listen.rpartition(":")[2], http_listen.rpartition(":")[2]
+    if port == http_port and port != "0":
+        return [
+            (
+                ("absorb", "webhooks", "listen"),
+                f"port {port} is http.listen's too: the webhook listener needs a port of its "
+                "own, the only one to expose to Absorb",
+            )
+        ]
+    return []

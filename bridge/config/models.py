@@ -16,6 +16,26 @@ from bridge.config.sinks import RedisStreamSinkConfig, SinkConfig
 from bridge.config.values import EventType, Guid, PositiveDuration, StatusName, Text, _listen
 
 
+class WebhooksConfig(_Model):
+    """Absorb's own webhooks, taken as hints: where they arrive and the key that signs them."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("secret",)
+
+    listen: Annotated[str, AfterValidator(_listen)] = "0.0.0.0:8088"
+    path: Annotated[str, AfterValidator(_path)] = "/absorb/webhooks"
+    secret: Secret
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without IPv6 brackets."""
+        return _host(self.listen)
+
+    @property
+    def port(self) -> int:
+        """The port to bind."""
+        return _port(self.listen)
+
+
 class AbsorbConfig(_Model):
     """The Absorb tenant and how hard the bridge may call it."""
 
@@ -28,6 +48,7 @@ class AbsorbConfig(_Model):
     max_requests_per_second: float = Field(20.0, gt=0, allow_inf_nan=False)
     page_size: int = Field(500, ge=1, le=1000)
     timeout_s: PositiveDuration = Field(30.0, alias="timeout")
+    webhooks: WebhooksConfig | None = None
 
 
 class RedisConfig(_Model):
@@ -67,12 +88,26 @@ class HttpServerConfig(_Model):
     @property
     def host(self) -> str:
         """The address to bind, without IPv6 brackets."""
-        return self.listen.rpartition(":")[0].strip("[]")
+        return _host(self.listen)
 
     @property
     def port(self) -> int:
         """The port to bind."""
-        return int(self.listen.rpartition(":")[2])
+        return _port(self.listen)
+
+
+def _host(listen: str) -> str:
+    return listen.rpartition(":")[0].strip("[]")
+
+
+def _port(listen: str) -> int:
+    return int(listen.rpartition(":")[2])
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "?# ") or "//" in value:
+        raise ValueError("must be a URL path starting with / (no spaces, query or fragment)")
+    return value
 
 
 _CROSS_CHECKED = "cross_checked"

@@ -32,6 +32,9 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     app.router.add_get("/_sim/statuses", c.statuses)
     app.router.add_put("/_sim/activity", c.set_activity)
     app.router.add_post("/_sim/activity/steps", c.step_activity)
+    app.router.add_get("/_sim/webhooks", c.get_webhooks)
+    app.router.add_put("/_sim/webhooks", c.set_webhooks)
+    app.router.add_post("/_sim/webhooks/send", c.send_webhook)
 
 
 class Control:
@@ -250,6 +253,35 @@ class Control:
         for _ in range(int(body.get("steps", 1))):
             self.sim.activity.step()
         return json_response({"changes": self.sim.tenant.last_change_seq - before})
+
+    async def get_webhooks(self, _request: web.Request) -> web.Response:
+        """The webhook settings (secret masked) and counts of notices announced, sent, lost."""
+        return self._webhooks()
+
+    async def set_webhooks(self, request: web.Request) -> web.Response:
+        """Change some webhook settings (fields not given keep their value); `url: null` stops."""
+        hooks = self.sim.webhooks
+        try:
+            hooks.settings = hooks.settings.model_validate(
+                {**hooks.settings.model_dump(), **await self._body(request)}
+            )
+        except ValidationError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        return self._webhooks()
+
+    async def send_webhook(self, request: web.Request) -> web.Response:
+        """`{"body": …}` sends a notice with exactly that body (signed) to the set URL."""
+        body = await self._body(request)
+        if "body" not in body:
+            raise web.HTTPBadRequest(text='give the notice as {"body": …}')
+        self.sim.webhooks.queue(body["body"])
+        return self._webhooks()
+
+    def _webhooks(self) -> web.Response:
+        hooks = self.sim.webhooks
+        settings = hooks.settings.model_dump()
+        settings["secret"] = "***" if settings["secret"] else ""
+        return json_response({**settings, **hooks.counts, "queued": hooks.pending()})
 
 
 def _overrides(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any] | None:

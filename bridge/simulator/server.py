@@ -25,6 +25,7 @@ from bridge.simulator.queries import QueryCache
 from bridge.simulator.records import RawJson, User
 from bridge.simulator.simclock import SimClock
 from bridge.simulator.tenant import SimError, Tenant
+from bridge.simulator.webhooks import Announcer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTROL_PREFIX = "/_sim/"
@@ -77,7 +78,8 @@ class Simulator:
         self.cache = QueryCache()
         self.requests: dict[str, int] = {}
         self.throttle = _Throttle()
-        self._activity_task: asyncio.Task[None] | None = None
+        self.webhooks = Announcer(self.tenant, random.Random(config.tenant.seed + 3))
+        self._tasks: list[asyncio.Task[None]] = []
 
     def app(self) -> web.Application:
         """The aiohttp application: Absorb's API plus the `/_sim/` control API."""
@@ -96,14 +98,16 @@ class Simulator:
         response.headers["Date"] = format_http_date(self.clock.now())
 
     async def _on_startup(self, _app: web.Application) -> None:
-        self._activity_task = asyncio.create_task(self.activity.run(), name="sim-activity")
-        self._activity_task.add_done_callback(_report_end)
+        for name, job in (("sim-activity", self.activity.run), ("sim-webhooks", self.webhooks.run)):
+            task = asyncio.create_task(job(), name=name)
+            task.add_done_callback(_report_end)
+            self._tasks.append(task)
 
     async def _on_cleanup(self, _app: web.Application) -> None:
-        if self._activity_task is not None:
-            self._activity_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._activity_task
+                await task
 
     def count(self, key: str) -> None:
         """Count a request outcome for `/_sim/state`."""
@@ -208,6 +212,8 @@ def _admin_id(seed: int) -> str:
 
 
 def _report_end(task: asyncio.Task[None]) -> None:
-    """Log the simulated activity ending by anything but its cancellation."""
+    """Log a background task (activity, webhooks) ending by anything but its cancellation."""
     if not task.cancelled() and task.exception() is not None:
-        structlog.get_logger(__name__).error("sim.activity_ended", error=repr(task.exception()))
+        structlog.get_logger(__name__).error(
+            "sim.task_ended", task=task.get_name(), error=repr(task.exception())
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,6 +107,8 @@ class Tenant:
         self._seq = 0
         #: While generating history nothing is logged or versioned: nobody has looked yet.
         self.quiet = False
+        #: Told of every logged change as it happens (the webhook announcer listens here).
+        self.on_change: Callable[[Change], None] | None = None
 
     # -- ids, stamps and the change log -------------------------------------------------
 
@@ -146,7 +149,10 @@ class Tenant:
         if old == new or self.quiet:
             return
         self._seq += 1
-        self.changes.append(Change(self._seq, kind, rec_id, ce_id, old, new, at))
+        change = Change(self._seq, kind, rec_id, ce_id, old, new, at)
+        self.changes.append(change)
+        if self.on_change is not None:
+            self.on_change(change)
 
     @property
     def last_change_seq(self) -> int:
@@ -280,6 +286,8 @@ class Tenant:
     def unenroll(self, ce: CourseEnrollmentRec) -> None:
         """Remove an enrollment and everything under it: it is gone from every list."""
         now = self.clock.now()
+        # Logged first, so that whoever watches changes can still look the enrollment up.
+        self._log("course_enrollment", ce.id, ce.id, ce.status, None, now)
         del self.enrollments[ce.id]
         del self.by_course[ce.course.id][ce.id]
         del self.by_user[ce.user.id][ce.id]
@@ -298,7 +306,6 @@ class Tenant:
             self.by_session[se.session.id].pop(se.id, None)
             self.touch(f"session:{se.session.id}")
         self._touch_enrollment(ce)
-        self._log("course_enrollment", ce.id, ce.id, ce.status, None, now)
 
     def _materialize(self, ce: CourseEnrollmentRec, now: datetime) -> None:
         # Activity enrollments exist once the learner is let into the course (not while
