@@ -29,11 +29,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from standardwebhooks import Webhook
 
 from bench.latency import SECRET, free_port
 from bench.report import Row, emit
+from bridge import keys
 from bridge.absorb.models import Status
 from bridge.simulator.faults import Faults
 from bridge.simulator.generate import TenantSpec
@@ -83,6 +85,25 @@ routes: [{{sinks: [hook], types: [absorb.course_enrollment.status_changed,
     return config
 
 
+async def _baselined(port: int, courses: int, *, timeout_s: float) -> None:
+    """Wait until every course's scope has finished a sweep (its watermark or state is set)."""
+    client = aioredis.Redis(port=port)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            names = await client.smembers(keys.scopes("hints", "courses"))
+            swept = 0
+            for name in names:
+                state = await client.hgetall(keys.scope_state("hints", "courses", name.decode()))
+                swept += b"sweep_started" in state
+            if swept >= courses:
+                return
+            await asyncio.sleep(0.5)
+        sys.exit(f"only {swept} of {courses} courses were baselined within {timeout_s:.0f}s")
+    finally:
+        await client.aclose()
+
+
 async def _serve(app: web.Application, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -119,7 +140,9 @@ async def bench(courses: int, rps: float, changes: int, rate: float) -> list[Row
     announced: set[str] = set()
     made = receiver.expected
     try:
-        await asyncio.sleep(interval_s + 5)  # one round: every course baselined
+        # A change made before its course's first sweep is part of that sweep's baseline
+        # (first_sync: baseline), not an event: changes start once every course has one.
+        await _baselined(ports["redis"], courses, timeout_s=10 * interval_s + 30)
         rng = random.Random(1)
         by_course = [list(c.values()) for c in sim.tenant.by_course.values() if c]
         for n in range(changes):

@@ -785,7 +785,7 @@ def test_dashboard_is_grafana_json_with_a_datasource_variable() -> None:
         "Absorb API",
         "Outbox & delivery",
         "Health",
-        "Problems, caps and notices",
+        "Absorb's webhooks",
     ]
     cells: set[tuple[int, int]] = set()
     for panel in panels:
