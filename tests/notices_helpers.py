@@ -36,10 +36,12 @@ class CountingBridge(Bridge):
 
     swept: Counter[str]
 
-    async def sweep_scope(self, scope: Scope, *, full: bool = False) -> SweepResult | None:
+    async def sweep_scope(
+        self, scope: Scope, *, full: bool = False, anyway: bool = True
+    ) -> SweepResult | None:
         """Count the sweep, then sweep as the bridge does."""
         self.swept[scope.key] += 1
-        return await super().sweep_scope(scope, full=full)
+        return await super().sweep_scope(scope, full=full, anyway=anyway)
 
 
 @dataclass

@@ -58,9 +58,9 @@ async def resolve_all(hooked: Hooked) -> None:
 async def schedule_round(hooked: Hooked | CountingBridge) -> None:
     """One round of the scheduler, waiting for the sweeps it started."""
     bridge = hooked.bridge if isinstance(hooked, Hooked) else hooked
-    await bridge._schedule_once()
-    while bridge._sweeps:
-        await bridge._schedule_once()
+    await bridge.scheduler.step()
+    while bridge.scheduler.running:
+        await bridge.scheduler.step()
 
 
 async def test_the_listener_answers_each_signature_and_body_correctly(hooked: Hooked) -> None:
