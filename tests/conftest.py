@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -191,3 +192,13 @@ async def make_client() -> AsyncIterator[MakeClient]:
 async def client(simulator: SimHandle, make_client: MakeClient) -> AbsorbClient:
     """A client of the default simulator."""
     return make_client(simulator.url)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30) -> None:
+    """Poll `check` until it holds; fail naming `what` if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,13 +127,3 @@ async def hooked_bridge(
     hooked = Hooked(sim, bridge, listener, f"http://127.0.0.1:{port}/absorb/webhooks", http)
     await hooked.new_events()
     return hooked
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 15) -> None:
-    """Poll `check` until it holds; fail naming `what` if it never does."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -21,7 +21,7 @@ from bridge.feeds import FeedSpec
 from bridge.notices import find_named, sign
 from bridge.notices.listener import Notice
 from bridge.store import Store
-from tests.conftest import API_KEY, PASSWORD, USERNAME, MakeClient, SimHandle
+from tests.conftest import API_KEY, PASSWORD, USERNAME, MakeClient, SimHandle, until
 from tests.notices_helpers import (
     QUIET,
     SECRET,
@@ -29,7 +29,6 @@ from tests.notices_helpers import (
     CountingBridge,
     Hooked,
     hooked_bridge,
-    until,
 )
 
 COURSE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"

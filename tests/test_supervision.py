@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
 from bridge.snapshots import Snapshot
 from bridge.store import Store
-from tests.conftest import MakeClient, SimHandle, StartSimulator
+from tests.conftest import MakeClient, SimHandle, StartSimulator, until
 
 #: Quick enough that a test takes seconds; bounds wide enough not to trip on a busy machine.
 FAST = Timing(
@@ -63,16 +62,6 @@ def make_bridge(
         source=sim.url,
         timing=timing,
     )
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30) -> None:
-    """Poll `check` until it holds; fail naming `what` if it never does."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def baselined(bridge: Bridge) -> bool:
