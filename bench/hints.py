@@ -51,8 +51,9 @@ class Receiver:
     def __init__(self) -> None:
         self.verifier = Webhook(SECRET)
         self.delays: dict[str, float] = {}
-        #: What the run expects to arrive, and set once it all has.
+        #: What the run expects to arrive, and set once it all has (after the last change).
         self.expected: set[str] = set()
+        self.all_made = False
         self.all_in = asyncio.Event()
 
     async def hook(self, request: web.Request) -> web.Response:
@@ -62,9 +63,13 @@ class Receiver:
         event = json.loads(body)
         edited = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
         self.delays.setdefault(f"{event['subject']}/{event['status']}", time.time() - edited)
-        if self.expected <= self.delays.keys():
-            self.all_in.set()
+        self.check()
         return web.Response(status=204)
+
+    def check(self) -> None:
+        """Set `all_in` once every change is made and has arrived (not while changes go on)."""
+        if self.all_made and self.expected <= self.delays.keys():
+            self.all_in.set()
 
 
 def _config(workdir: Path, ports: dict[str, int], rps: float, interval_s: float) -> Path:
@@ -159,6 +164,8 @@ async def bench(courses: int, rps: float, changes: int, rate: float) -> list[Row
                 announced.add(key)
                 sim.webhooks.queue({"courseId": ce.course.id, "userId": ce.user.id})
             await asyncio.sleep(1 / rate)
+        receiver.all_made = True
+        receiver.check()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(receiver.all_in.wait(), 3 * interval_s)
         for key in sorted(made - receiver.delays.keys()):
