@@ -13,7 +13,14 @@ from typing import Any
 
 from bridge.absorb.models import Status
 from tests.conftest import free_port
-from tests.test_run_e2e import BRIDGE, _control, _status, _wait_port, time_of
+from tests.test_run_e2e import (
+    BRIDGE,
+    _control,
+    _status,
+    _until_baselined,
+    _wait_port,
+    time_of,
+)
 
 ACTIVE_S = 20
 #: Well below the 60 s interval: only a notice can bring a change this soon.
@@ -79,10 +86,7 @@ def test_announced_changes_arrive_within_seconds_each_once(redis_url: str, tmp_p
                 [*BRIDGE, "run", "--config", str(config)], env=env, stderr=log
             ) as bridge:
                 try:
-                    deadline = time.monotonic() + 30
-                    while len(_status(config, env)["feeds"][0]["scopes"]) < 6:
-                        assert time.monotonic() < deadline, "baseline did not finish"
-                        time.sleep(0.3)
+                    _until_baselined(config, env, 6, 0.3)
                     start_seq = _control(url, "state")["lastChange"]
                     _control(url, "webhooks", _announce_all(hook_port), method="PUT")
                     _control(url, "activity", {"per_second": 3}, method="PUT")

@@ -43,6 +43,14 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("the simulator did not open its port")
 
 
+def _until_baselined(config: Path, env: dict[str, str], scopes: int, poll_s: float) -> None:
+    """Wait (up to 30 s) until `status` lists `scopes` scopes of the first feed."""
+    deadline = time.monotonic() + 30
+    while len(_status(config, env)["feeds"][0]["scopes"]) < scopes:
+        assert time.monotonic() < deadline, "baseline did not finish"
+        time.sleep(poll_s)
+
+
 def _status(config: Path, env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [*BRIDGE, "status", "--config", str(config), "--json"],
@@ -101,10 +109,7 @@ routes:
                 [*BRIDGE, "run", "--config", str(config)], env=env, stderr=log
             ) as bridge:
                 try:
-                    deadline = time.monotonic() + 30
-                    while len(_status(config, env)["feeds"][0]["scopes"]) < 6:
-                        assert time.monotonic() < deadline, "baseline did not finish"
-                        time.sleep(0.5)
+                    _until_baselined(config, env, 6, 0.5)
                     assert not events_file.exists() or events_file.read_text() == ""
                     _control(url, "activity", {"per_second": 4}, method="PUT")
                     time.sleep(ACTIVE_S)

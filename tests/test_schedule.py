@@ -14,6 +14,7 @@ import time
 import redis.asyncio as aioredis
 
 from bridge import clock, keys
+from bridge.absorb.client import AbsorbClient
 from bridge.absorb.models import Status
 from bridge.feeds import FeedSpec, Scope, course_scope
 from bridge.hints import Hints
@@ -23,11 +24,21 @@ from bridge.schedule.policy import Tuning, View, rank
 from bridge.schedule.runner import RANK_EVERY_S
 from bridge.service import Bridge, Timing
 from bridge.store import Store
-from tests.conftest import MakeClient, StartSimulator, free_port
+from tests.conftest import MakeClient, SimHandle, StartSimulator, free_port
 
 TUNING = Tuning()
 #: How late past its interval the daemon may sweep a scope (README: the scheduling jitter).
 JITTER_S = RANK_EVERY_S
+
+
+def _bridge(
+    sim: SimHandle, client: AbsorbClient, store: Store, feed: FeedSpec, timing: Timing | None = None
+) -> Bridge:
+    """A bridge sweeping one feed of the simulator, with no sinks."""
+    return Bridge(
+        client=client, store=store, feeds=[feed], sinks=[], routes=[], source=sim.url,
+        timing=timing or Timing(),
+    )  # fmt: skip
 
 
 def _record_sweeps(bridge: Bridge, starts: list[tuple[str, float]]) -> None:
@@ -95,10 +106,7 @@ async def test_the_daemon_keeps_the_interval_after_hours_of_quiet(
     """Hours without a change: every scope is still swept every interval (plus the jitter)."""
     sim = await start_simulator(users=20, courses=5)
     feed = FeedSpec(name="kept", resource="course_enrollments", interval_s=0.5)
-    bridge = Bridge(
-        client=make_client(sim.url), store=Store(redis, "kept"), feeds=[feed], sinks=[],
-        routes=[], source=sim.url, timing=Timing(idle_s=0.05),
-    )  # fmt: skip
+    bridge = _bridge(sim, make_client(sim.url), Store(redis, "kept"), feed, Timing(idle_s=0.05))
     starts: list[tuple[str, float]] = []
     _record_sweeps(bridge, starts)
     await bridge.start()
@@ -127,10 +135,9 @@ async def test_two_changes_more_than_two_intervals_apart_give_two_events(
     sim = await start_simulator(users=20, courses=2)
     feed = FeedSpec(name="twice", resource="course_enrollments", interval_s=0.3)
     store = Store(redis, "twice")
-    bridge = Bridge(
-        client=make_client(sim.url), store=store, feeds=[feed], sinks=[], routes=[],
-        source=sim.url, timing=Timing(idle_s=0.05, stats_interval_s=0.5),
-    )  # fmt: skip
+    bridge = _bridge(
+        sim, make_client(sim.url), store, feed, Timing(idle_s=0.05, stats_interval_s=0.5)
+    )
     tenant = sim.sim.tenant
     course = max(tenant.by_course, key=lambda c: len(tenant.by_course[c]))
     rid = next(iter(tenant.by_course[course]))
@@ -153,10 +160,7 @@ async def test_a_hint_that_arrives_during_a_sweep_survives_it(
     """A sweep clears the hints it answers, not one newer than its start."""
     sim = await start_simulator(users=10, courses=1)
     feed = FeedSpec(name="hinted", resource="course_enrollments", interval_s=60)
-    bridge = Bridge(
-        client=make_client(sim.url), store=Store(redis, "hinted"), feeds=[feed], sinks=[],
-        routes=[], source=sim.url,
-    )  # fmt: skip
+    bridge = _bridge(sim, make_client(sim.url), Store(redis, "hinted"), feed)
     course = next(iter(sim.sim.tenant.by_course))
     scope = course_scope(feed, course)
     hints = Hints(redis, "hinted")
@@ -176,10 +180,7 @@ async def test_the_daemon_sweeps_a_hinted_scope_at_once_within_its_interval(
     """A hint makes the running daemon sweep a fresh scope within a step or two, and only it."""
     sim = await start_simulator(users=10, courses=3)
     feed = FeedSpec(name="nudged", resource="course_enrollments", interval_s=60)
-    bridge = Bridge(
-        client=make_client(sim.url), store=Store(redis, "nudged"), feeds=[feed], sinks=[],
-        routes=[], source=sim.url, timing=Timing(idle_s=0.05),
-    )  # fmt: skip
+    bridge = _bridge(sim, make_client(sim.url), Store(redis, "nudged"), feed, Timing(idle_s=0.05))
     starts: list[tuple[str, float]] = []
     _record_sweeps(bridge, starts)
     course = next(iter(sim.sim.tenant.by_course))
@@ -208,11 +209,13 @@ async def test_degradation_keeps_hot_scopes_fresh_and_shows_the_shortfall(
     store = Store(redis, "short")
     rate = 6.0  # 12 scopes every 0.2 s would need 60 requests/s
     limiter = SharedRateLimiter(redis, keys.absorb_budget("short", sim.url), rate, burst=1)
-    bridge = Bridge(
-        client=make_client(sim.url, limiter=limiter), store=store, feeds=[feed], sinks=[],
-        routes=[], source=sim.url,
-        timing=Timing(idle_s=0.05, requests_per_s=rate, concurrency=2),
-    )  # fmt: skip
+    bridge = _bridge(
+        sim,
+        make_client(sim.url, limiter=limiter),
+        store,
+        feed,
+        Timing(idle_s=0.05, requests_per_s=rate, concurrency=2),
+    )
     tenant = sim.sim.tenant
     hot = max(tenant.by_course, key=lambda c: len(tenant.by_course[c]))
     hot_rids = list(tenant.by_course[hot])
@@ -252,11 +255,13 @@ async def test_two_replicas_share_the_budget_and_the_schedule(
     bridges = []
     for _ in range(2):
         limiter = SharedRateLimiter(redis, keys.absorb_budget("pair", sim.url), rate, burst=1)
-        bridge = Bridge(
-            client=make_client(sim.url, limiter=limiter), store=Store(redis, "pair"),
-            feeds=[feed], sinks=[], routes=[], source=sim.url,
-            timing=Timing(idle_s=0.05, requests_per_s=rate),
-        )  # fmt: skip
+        bridge = _bridge(
+            sim,
+            make_client(sim.url, limiter=limiter),
+            Store(redis, "pair"),
+            feed,
+            Timing(idle_s=0.05, requests_per_s=rate),
+        )
         _record_sweeps(bridge, starts)
         bridges.append(bridge)
     before = sim.sim.requests.get("total", 0)

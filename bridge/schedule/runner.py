@@ -13,7 +13,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import partial
 
-from bridge import clock
+import structlog
+
+from bridge import clock, metrics
 from bridge.absorb.timefmt import parse_datetime
 from bridge.feeds import Scope
 from bridge.hints import Hints
@@ -27,6 +29,8 @@ from bridge.store import Store
 RANK_EVERY_S = 1.0
 #: Scopes ranked a second: reading their state from Redis costs about this much.
 _RANKED_PER_S = 5000
+
+log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]
 #: Sweeps one scope: (scope, full reconciliation?, even if just swept?) -> whether it completed.
@@ -117,10 +121,14 @@ class Scheduler:
         self.running[key] = task
         self.started[key] = clock.monotonic()
 
-    def _done(self, key: Key, _task: asyncio.Task[bool]) -> None:
+    def _done(self, key: Key, task: asyncio.Task[bool]) -> None:
         self._ended.add(key)
         self.running.pop(key, None)
         self.started.pop(key, None)
+        # The sweep itself runs under the loop helper; this sees what escapes its bookkeeping.
+        if not task.cancelled() and (error := task.exception()) is not None:
+            metrics.LOOP_ERRORS.labels("sweep").inc()
+            log.error("schedule.sweep_task_failed", feed=key[0], scope=key[1], error=repr(error))
 
     async def guarded(self, scope: Scope, full: bool, hinted: bool = False) -> bool:
         """Sweep; a scope whose sweep did not complete rests a while (backing off)."""
