@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from bridge import clock
 from bridge.absorb.timefmt import parse_datetime
-from bridge.commands.wiring import connect, load, sink_named
+from bridge.commands.wiring import Parts, connect, load, sink_named
 from bridge.config import Config
 from bridge.delivery import DeadLetter, DeliveryQueue
 from bridge.durations import parse_duration
@@ -64,13 +64,31 @@ def _event_id(letter: DeadLetter) -> str:
 
 async def _replay(config: Config, sink: str, cutoff: str | None, event_id: str | None) -> int:
     async with connect(config) as parts:
-        queue = DeliveryQueue(parts.redis, parts.store.prefix, sink)
-        letters = choose(await queue.dead_letters(), cutoff, event_id)
-        moved = await queue.replay(letters, int(clock.now().timestamp() * 1000)) if letters else 0
-        was_disabled = await queue.disabled()
-        await queue.enable()
+        moved, was_disabled = await replay_sink(parts, sink, cutoff=cutoff, event_id=event_id)
         note = " and enabled the sink again" if was_disabled else ""
         print(
             f"replay of {sink}: {moved} dead letter{'s' if moved != 1 else ''} queued again{note}"
         )
         return 0
+
+
+async def replay_sink(
+    parts: Parts,
+    sink: str,
+    *,
+    cutoff: str | None = None,
+    event_id: str | None = None,
+    dead_id: str | None = None,
+) -> tuple[int, bool]:
+    """Queue a sink's dead letters again (all, or those chosen) and enable the sink.
+
+    Returns how many moved and whether the sink had been disabled.
+    """
+    queue = DeliveryQueue(parts.redis, parts.store.prefix, sink)
+    letters = choose(await queue.dead_letters(), cutoff, event_id)
+    if dead_id is not None:
+        letters = [letter for letter in letters if letter.dead_id == dead_id]
+    moved = await queue.replay(letters, int(clock.now().timestamp() * 1000)) if letters else 0
+    was_disabled = await queue.disabled() is not None
+    await queue.enable()
+    return moved, was_disabled

@@ -32,6 +32,7 @@ from bridge.config.loading import CONFIG_ENV, config_path, load_config, parse_co
 from bridge.config.models import (
     AbsorbConfig,
     Config,
+    ConsoleConfig,
     HttpServerConfig,
     RedisConfig,
     RouteConfig,
@@ -83,6 +84,7 @@ __all__ = [
     "BasicAuth",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
     "Duration",
     "EventType",
     "ExistingFile",

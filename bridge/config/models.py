@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from bridge.absorb.paths import resolve_base_url
 from bridge.config.base import _Model
@@ -96,6 +96,23 @@ class HttpServerConfig(_Model):
         return _port(self.listen)
 
 
+class ConsoleConfig(_Model):
+    """The operator's web console on `http.listen`: off unless enabled, and then behind a token."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("token",)
+
+    enabled: bool = False
+    # Checked even when absent, so an enabled console without a token is named here.
+    token: Secret | None = Field(None, validate_default=True)
+
+    @field_validator("token")
+    @classmethod
+    def _token_when_enabled(cls, token: Any, info: ValidationInfo) -> Any:
+        if token is None and info.data.get("enabled"):
+            raise ValueError("required when console.enabled is true (token, token_file or ${NAME})")
+        return token
+
+
 def _host(listen: str) -> str:
     return listen.rpartition(":")[0].strip("[]")
 
@@ -122,6 +139,7 @@ class Config(_Model):
     sinks: list[SinkConfig] = Field([])
     routes: list[RouteConfig] = Field([])
     http: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:

@@ -109,7 +109,7 @@ def _problem(error: ErrorDetails) -> Problem:
     return loc, message
 
 
-_SECTIONS = ("absorb", "redis", "feeds", "sinks", "routes", "http")
+_SECTIONS = ("absorb", "redis", "feeds", "sinks", "routes", "http", "console")
 
 
 def _file_order(problem: Problem) -> tuple[int, int]:
