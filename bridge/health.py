@@ -12,12 +12,18 @@ from bridge import metrics
 Readiness = Callable[[], tuple[bool, dict[str, str]]]
 
 
-def app(readiness: Readiness, liveness: Readiness | None = None) -> web.Application:
+def app(
+    readiness: Readiness,
+    liveness: Readiness | None = None,
+    *,
+    console: web.Application | None = None,
+) -> web.Application:
     """The aiohttp application.
 
     `readiness` says whether the bridge can do its work (`/readyz`); `liveness`
     whether the process should go on at all (`/healthz`: 503 asks an orchestrator
-    to restart it).
+    to restart it). The console, when given, is served under `/console/`; health
+    and metrics stay open as they are, for probes and scrapers.
     """
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -39,7 +45,15 @@ def app(readiness: Readiness, liveness: Readiness | None = None) -> web.Applicat
     application.router.add_get("/healthz", healthz)
     application.router.add_get("/readyz", readyz)
     application.router.add_get("/metrics", metrics_page)
+    if console is not None:
+        # Before the console itself, which would otherwise take `/console` and answer 404.
+        application.router.add_get("/console", _to_console)
+        application.add_subapp("/console/", console)
     return application
+
+
+async def _to_console(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPPermanentRedirect(request.path + "/")
 
 
 def _report(status: int, report: dict[str, object]) -> web.Response:
@@ -48,10 +62,15 @@ def _report(status: int, report: dict[str, object]) -> web.Response:
 
 
 async def serve(
-    readiness: Readiness, host: str, port: int, *, liveness: Readiness | None = None
+    readiness: Readiness,
+    host: str,
+    port: int,
+    *,
+    liveness: Readiness | None = None,
+    console: web.Application | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Start the server (port 0: any free one); returns the runner and the port it listens on."""
-    runner = web.AppRunner(app(readiness, liveness), access_log=None)
+    runner = web.AppRunner(app(readiness, liveness, console=console), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -8,7 +8,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 from aiohttp import web
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from bridge import health
 from bridge.commands.wiring import (
+    Parts,
     build_sink,
     connect,
     delivery_options,
@@ -24,6 +25,7 @@ from bridge.commands.wiring import (
     routes,
 )
 from bridge.config import Config, HttpServerConfig
+from bridge.console import Console, Local, console_app
 from bridge.notices import NoticeListener
 from bridge.notices.counts import NoticeCounts
 from bridge.service import Bridge, Timing
@@ -91,7 +93,9 @@ async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
             timing=_timing(config.absorb.max_requests_per_second),
             notices=notices,
         )
-        server, port = await _serve_health(bridge, config, explicit=explicit)
+        server, port = await _serve_health(
+            bridge, config, explicit=explicit, console=lambda: _console(bridge, config, parts)
+        )
         log.info(
             "bridge.starting",
             feeds=len(config.feeds),
@@ -110,8 +114,25 @@ async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
         log.info("bridge.stopped")
 
 
+def _console(bridge: Bridge, config: Config, parts: Parts) -> web.Application | None:
+    """The operator's console over this daemon's connections, when the config enables it."""
+    if not config.console.enabled:
+        return None
+    local = Local(
+        readiness=bridge.readiness,
+        liveness=bridge.liveness,
+        loops=lambda: bridge.loops.loops,
+        circuits=lambda: {w.sink.name: w.circuit for w in bridge.workers},
+    )
+    return console_app(Console(config, parts, local))
+
+
 async def _serve_health(
-    bridge: Bridge, config: Config, *, explicit: bool
+    bridge: Bridge,
+    config: Config,
+    *,
+    explicit: bool,
+    console: Callable[[], web.Application | None] = lambda: None,
 ) -> tuple[web.AppRunner, int]:
     """The health server on `http.listen`; on a free port when the configured one is taken.
 
@@ -121,11 +142,15 @@ async def _serve_health(
     """
     host, port = config.http.host, config.http.port
     try:
-        return await health.serve(bridge.readiness, host, port, liveness=bridge.liveness)
+        return await health.serve(
+            bridge.readiness, host, port, liveness=bridge.liveness, console=console()
+        )
     except OSError as e:
         if e.errno != errno.EADDRINUSE or port == 0 or explicit:
             raise
-    server, bound = await health.serve(bridge.readiness, host, 0, liveness=bridge.liveness)
+    server, bound = await health.serve(
+        bridge.readiness, host, 0, liveness=bridge.liveness, console=console()
+    )
     log.warning(
         "http.port_taken",
         configured=config.http.listen,
