@@ -196,7 +196,9 @@ class Store:
 
     `max_quarantined` caps each feed's quarantine (the oldest go first);
     `removed_sink_grace_s` is how long the outbox keeps entries for a sink no
-    replica feeds any more before its consumer group is dropped.
+    replica feeds any more before its consumer group is dropped. `keep_recent` is
+    how many of the newest events the outbox keeps after every sink has them, for
+    the console's recent events.
     """
 
     def __init__(
@@ -207,8 +209,10 @@ class Store:
         outbox_maxlen: int | None = None,
         max_quarantined: int | None = None,
         removed_sink_grace_s: float = 7 * 86400.0,
+        keep_recent: int = 0,
     ) -> None:
         self.redis = redis
+        self.keep_recent = keep_recent
         self.prefix = prefix
         self.outbox_maxlen = outbox_maxlen
         self.max_quarantined = max_quarantined
@@ -383,6 +387,11 @@ class Store:
                 floors.append((ms, seq + 1))
         if not floors:
             return 0
+        if self.keep_recent > 0:
+            newest: Any = await self.redis.xrevrange(stream, count=self.keep_recent)
+            if len(newest) < self.keep_recent:
+                return 0
+            floors.append(_stream_id(_text(newest[-1][0])))
         ms, seq = min(floors)
         return int(await self.redis.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
 

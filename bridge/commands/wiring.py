@@ -240,6 +240,7 @@ async def connect(config: Config) -> AsyncIterator[Parts]:
             config.redis.prefix,
             max_quarantined=config.redis.max_quarantined,
             removed_sink_grace_s=config.redis.removed_sink_grace_s,
+            keep_recent=config.redis.recent_events,
         )
         yield Parts(redis, client, store)
     finally:

@@ -63,6 +63,8 @@ class RedisConfig(_Model):
     # How long the outbox keeps entries for a sink no replica feeds any more (one that
     # left the config) before its consumer group is dropped.
     removed_sink_grace_s: PositiveDuration = Field(7 * 86400.0, alias="removed_sink_grace")
+    # Delivered events the outbox keeps anyway, newest first, for the console's recent events.
+    recent_events: int = Field(1000, ge=0)
 
 
 class RouteConfig(_Model):

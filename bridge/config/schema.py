@@ -71,6 +71,7 @@ DESCRIPTIONS = {
     "queue_url": "the SQS queue's URL",
     "rate_limit_per_s": "at most this many deliveries a second",
     "reconcile_every": "how often a full sweep looks for removed enrollments (a duration)",
+    "recent_events": "delivered events the outbox keeps (the newest), for the console",
     "redis": "the Redis server holding snapshots, watermarks and the outbox",
     "region": "the AWS region",
     "removed_sink_grace": "how long a removed sink's outbox group is kept (a duration)",
