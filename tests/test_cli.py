@@ -100,7 +100,15 @@ def test_config_schema_describes_every_section() -> None:
     done = subprocess.run([*BRIDGE, "config-schema"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
     schema = json.loads(done.stdout)
-    assert set(schema["properties"]) == {"absorb", "redis", "feeds", "sinks", "routes", "http"}
+    assert set(schema["properties"]) == {
+        "absorb",
+        "redis",
+        "feeds",
+        "sinks",
+        "routes",
+        "http",
+        "console",
+    }
     assert "interval" in schema["$defs"]["FeedConfig"]["properties"]
 
 

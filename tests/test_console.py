@@ -14,14 +14,16 @@ import secrets
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from bridge.absorb.models import Status
 from bridge.commands.report import collect
@@ -331,6 +333,32 @@ async def test_the_overview_shows_what_status_json_prints(
     await _shot(page, "overview")
 
 
+async def test_the_overview_reads_on_a_phone_in_the_browsers_zone(
+    browser: Browser, world: World
+) -> None:
+    """On a phone-sized screen in another time zone, the page does not scroll sideways (wide
+    tables scroll within themselves) and times show in that zone, the UTC instant kept."""
+    phone = await browser.new_context(
+        viewport={"width": 390, "height": 844}, timezone_id="Pacific/Auckland", is_mobile=True
+    )
+    try:
+        page = await phone.new_page()
+        await _sign_in(page, world.base)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390
+        stamp = page.locator("h1 time")
+        instant = await stamp.get_attribute("datetime")
+        assert instant is not None
+        assert instant.endswith("Z")
+        local = datetime.fromisoformat(instant).astimezone(ZoneInfo("Pacific/Auckland"))
+        shown = await stamp.inner_text()
+        assert f"{(local.hour - 1) % 12 + 1}:{local.minute:02d}:{local.second:02d}" in shown
+        assert str(local.day) in shown
+        await _shot(page, "overview-phone")
+    finally:
+        await phone.close()
+
+
 async def test_a_dead_letter_replayed_from_the_console_reaches_the_receiver(
     world: World, context: BrowserContext
 ) -> None:
@@ -351,6 +379,10 @@ async def test_a_dead_letter_replayed_from_the_console_reaches_the_receiver(
     assert event["subject"] in world.changed_ids
     assert "HTTP 500" in await page.inner_text("td.err")
     await _shot(page, "dead-letter")
+    overview = await context.new_page()
+    await overview.goto(world.base)
+    figure = '[data-figure="sink:hr:dead_lettered"]'
+    assert await overview.inner_text(figure) == "2"
     world.failing["on"] = False
     await page.click("#replay-one")
     await page.wait_for_selector("text=hr: 1 replayed")
@@ -360,6 +392,8 @@ async def test_a_dead_letter_replayed_from_the_console_reaches_the_receiver(
 
     await until(arrived, "the replayed event at the receiver", timeout_s=30)
     assert world.receiver.problems == []
+    # The overview, left open, refreshes itself.
+    await expect(overview.locator(figure)).to_have_text("1", timeout=15_000)
     await page.reload()
     assert await page.locator("tr[data-dead-letter]").count() == 1
 
