@@ -29,6 +29,7 @@ from bridge.absorb.models import Status
 from bridge.commands.report import collect
 from bridge.commands.wiring import connect, load
 from bridge.config import Config
+from bridge.delivery import DeliveryQueue
 from bridge.simulator.generate import TenantSpec
 from bridge.simulator.server import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, PASSWORD, USERNAME, SimHandle, free_port, until
@@ -469,6 +470,27 @@ async def test_actions_need_the_pages_csrf_token_and_origin(
     done = await page.request.post(world.base + "sinks/hr/enable", form={"csrf": csrf})
     assert done.ok
     assert "hr: enabled" in await done.text()
+
+
+async def test_resync_a_feed_and_enable_a_disabled_sink_from_the_overview(
+    world: World, context: BrowserContext
+) -> None:
+    """Resync sweeps every scope of the feed in full; a sink disabled (as a 410 disables it)
+    shows why, and Enable lets deliveries go again."""
+    page = await context.new_page()
+    await _sign_in(page, world.base)
+    await page.click('tr[data-feed="courses"] button:has-text("Resync")')
+    await page.wait_for_selector("text=courses: 2/2 scopes swept in full")
+    async with connect(world.config) as parts:
+        queue = DeliveryQueue(parts.redis, parts.store.prefix, "audit")
+        assert await queue.disable("HTTP 410 Gone from the receiver")
+        await page.reload()
+        state = page.locator('[data-figure="sink:audit:disabled"]')
+        assert (await state.inner_text()).startswith("disabled: HTTP 410 Gone")
+        await state.locator("button").click()
+        await page.wait_for_selector("text=audit: enabled")
+        assert await queue.disabled() is None
+    assert await page.inner_text('[data-figure="sink:audit:disabled"]') == "enabled"
 
 
 async def test_the_console_works_behind_a_proxy_under_a_sub_path(
