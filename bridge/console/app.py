@@ -1,82 +1,50 @@
-"""The operator's web console: routes, access control, and the actions it offers.
+"""The operator's web console: its pages and the actions it offers.
 
-Mounted under `/console/` on the bridge's own HTTP server when `console.enabled`.
-Every page and action needs the console token, as `Authorization: Bearer` or the
-session cookie its login form sets; form posts also need the page's CSRF token
-(a post with a Bearer token needs none: a browser never adds one by itself).
-Links are relative to a `<base>` that honours `X-Forwarded-Prefix`, so the console
-works behind a reverse proxy under a sub-path. The actions call what the CLI
-commands call: `replay_sink`, `resync_feed`, `DeliveryQueue.enable`.
+Mounted under `/console/` on the bridge's own HTTP server when `console.enabled`;
+who may reach it is `access`'s business. The actions call what the CLI commands
+call: `replay_sink`, `resync_feed`, `DeliveryQueue.enable`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from bridge import clock
 from bridge.commands.replay import replay_sink
 from bridge.commands.report import collect
 from bridge.commands.resync import resync_feed
-from bridge.commands.wiring import Parts, config_secrets
-from bridge.config import Config
+from bridge.commands.wiring import config_secrets
 from bridge.console import auth, views
-from bridge.console.local import Local, local_health
+from bridge.console.access import (
+    LOGIN_FORM,
+    Console,
+    base_path,
+    guard,
+    headers,
+    secure,
+    slow_down,
+)
+from bridge.console.local import local_health
 from bridge.console.render import environment
 from bridge.delivery import DeliveryQueue
-from bridge.errors import BridgeError
-from bridge.redaction import mask, mask_url
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-#: A prefix a proxy may announce: a plain URL path, nothing that could break out of an attribute.
-_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*/?$")
 _STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
 #: How long a resync started from the console waits for a scope another replica is sweeping.
 RESYNC_WAIT_S = 30.0
-
-
-@dataclass
-class Console:
-    """What the console reads and acts on: the config, the connections, this process's loops."""
-
-    config: Config
-    parts: Parts
-    local: Local | None = None
-    brake: auth.Brake = field(default_factory=auth.Brake)
-
-    @property
-    def token(self) -> str:
-        """The console token (the config guarantees one when the console is enabled)."""
-        token = self.config.console.token
-        assert token is not None, "console.enabled without a token is a config error"
-        return token.get_secret_value()
-
-
-def base_path(request: web.Request) -> str:
-    """The console's own path as the browser sees it, proxy prefix included, ending in `/`."""
-    prefix = request.headers.get("X-Forwarded-Prefix", "").strip()
-    if not _PREFIX.fullmatch(prefix):
-        prefix = ""
-    return f"{prefix.rstrip('/')}/console/"
 
 
 def console_app(console: Console) -> web.Application:
     """The console as an aiohttp application, to be added under `/console/`."""
     secrets = [*config_secrets(console.config), console.token]
     env = environment(secrets)
-    app = web.Application(middlewares=[_headers(secrets), _guard(console)])
+    app = web.Application(middlewares=[headers(secrets), guard(console)])
 
     def page(request: web.Request, name: str, status: int = 200, **data: Any) -> web.Response:
         session = request.get("session", "")
@@ -95,7 +63,7 @@ def console_app(console: Console) -> web.Application:
     async def login(request: web.Request) -> web.StreamResponse:
         client = request.remote or "unknown"
         if (wait := console.brake.wait_s(client, clock.monotonic())) > 0:
-            return _slow_down(wait)
+            return slow_down(wait)
         form = await request.post()
         if not auth.token_valid(console.token, str(form.get("token", ""))):
             console.brake.failed(client, clock.monotonic())
@@ -111,7 +79,7 @@ def console_app(console: Console) -> web.Application:
             max_age=auth.SESSION_S,
             httponly=True,
             samesite="Strict",
-            secure=_secure(request),
+            secure=secure(request),
         )
         raise response
 
@@ -221,113 +189,8 @@ def console_app(console: Console) -> web.Application:
     app.router.add_post("/feeds/{feed}/resync", resync)
     app.router.add_get("/quarantine", quarantine)
     app.router.add_get("/static/{name}", static)
-    app["login_form"] = login_form
+    app[LOGIN_FORM] = login_form
     return app
-
-
-def _guard(console: Console) -> Any:
-    """The middleware that lets through only requests carrying the token or a session."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        tail = request.match_info.route.resource
-        name = tail.canonical if tail is not None else ""
-        if name.startswith("/console/static/") or name == "/console/login":
-            if name == "/console/login" and request.method == "POST" and not _same_origin(request):
-                raise web.HTTPForbidden(text="cross-origin post refused")
-            return await handler(request)
-        client = request.remote or "unknown"
-        bearer = auth.bearer_valid(console.token, request.headers.get("Authorization"))
-        if bearer is not None:
-            if (wait := console.brake.wait_s(client, clock.monotonic())) > 0:
-                return _slow_down(wait)
-            if not bearer:
-                console.brake.failed(client, clock.monotonic())
-                log.warning("console.token_refused", client=client)
-                raise web.HTTPUnauthorized(
-                    text="wrong console token", headers={"WWW-Authenticate": "Bearer"}
-                )
-            console.brake.succeeded(client)
-            request["who"] = "bearer"
-            return await handler(request)
-        session = request.cookies.get(auth.COOKIE)
-        if not auth.session_valid(console.token, session, clock.now().timestamp()):
-            if request.method != "GET":
-                raise web.HTTPUnauthorized(text="sign in to the console first")
-            request["refused"] = True
-            login_form: Handler = request.app["login_form"]
-            return await login_form(request)
-        assert session is not None
-        request["who"] = "session"
-        request["session"] = session
-        if request.method == "POST":
-            form = await request.post()
-            if not _same_origin(request) or not auth.csrf_valid(
-                console.token, session, str(form.get("csrf", ""))
-            ):
-                log.warning("console.csrf_refused", client=client, path=request.path)
-                raise web.HTTPForbidden(text="form expired or posted from elsewhere: reload it")
-        return await handler(request)
-
-    return guard
-
-
-def _headers(secrets: list[str]) -> Any:
-    """The middleware that adds security headers and turns any failure into one clear answer."""
-
-    @web.middleware
-    async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except web.HTTPException as e:
-            response = e
-        except (RedisError, OSError, TimeoutError, BridgeError) as e:
-            # A dependency that is down fails this page, never the server: one line says which.
-            why = mask_url(mask(f"{type(e).__name__}: {e}", secrets))
-            log.warning("console.page_failed", path=request.path, error=why)
-            response = web.Response(
-                status=503, text=f"the console cannot read the bridge's state: {why}\n"
-            )
-        except Exception:
-            log.exception("console.page_error", path=request.path)
-            response = web.Response(
-                status=500, text="the console failed on this page; see its log\n"
-            )
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-            " frame-ancestors 'none'; form-action 'self'; base-uri 'self'"
-        )
-        if isinstance(response, web.HTTPException) and response.status >= 300:
-            raise response
-        return response
-
-    return headers
-
-
-def _same_origin(request: web.Request) -> bool:
-    """A browser's post names where its page came from; it must be this host."""
-    origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("X-Forwarded-Host") or request.host
-    return urlsplit(origin).netloc == host
-
-
-def _secure(request: web.Request) -> bool:
-    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-
-
-def _slow_down(wait_s: float) -> web.Response:
-    retry = str(max(1, math.ceil(wait_s)))
-    return web.Response(
-        status=429,
-        text=f"too many wrong tokens: try again in {retry}s\n",
-        headers={"Retry-After": retry},
-    )
 
 
 def _sink(console: Console, request: web.Request) -> str:
