@@ -14,10 +14,12 @@ import yaml
 
 from bridge import health
 from bridge.commands.check_config import check_config
+from bridge.commands.wiring import connect
 from bridge.config import load_config
-from bridge.console import auth
+from bridge.console import Console, auth, console_app
 from bridge.console.views import EventFilter, event_row
 from bridge.store import Store
+from tests.conftest import free_port
 from tests.test_config import base, problems, write
 
 TOKEN = "console-token-" + secrets.token_hex(8)
@@ -144,3 +146,31 @@ async def test_the_console_is_off_unless_enabled() -> None:
                 assert answer.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_a_page_with_redis_down_is_one_clear_503_without_secrets(tmp_path: Path) -> None:
+    """The console over a Redis that does not answer: the overview is a 503 saying it cannot
+    read the bridge's state, naming no password; the server goes on serving."""
+    password = "redis-pa55-" + secrets.token_hex(4)
+    data = base()
+    data["redis"] = {"url": f"redis://:{password}@127.0.0.1:{free_port()}/0"}
+    data["console"] = {"enabled": True, "token": TOKEN}
+    config, _ = load_config(write(tmp_path, data), {})
+    async with connect(config) as parts:
+        app = console_app(Console(config, parts))
+        runner, port = await health.serve(lambda: (True, {}), "127.0.0.1", 0, console=app)
+        try:
+            url = f"http://127.0.0.1:{port}/console/"
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            async with aiohttp.ClientSession(headers=bearer) as http:
+                for _ in range(2):
+                    async with http.get(url) as answer:
+                        text = await answer.text()
+                        assert answer.status == 503
+                        assert text.startswith("the console cannot read the bridge's state:")
+                        assert password not in text
+                        assert TOKEN not in text
+                async with http.get(url + "static/console.css") as answer:
+                    assert answer.status == 200
+        finally:
+            await runner.cleanup()

@@ -101,6 +101,9 @@ async def _run(config: Config, sinks: list[Sink], *, explicit: bool) -> None:
             feeds=len(config.feeds),
             sinks=len(sinks),
             http=f"http://{config.http.host}:{port}",
+            console=f"http://{config.http.host}:{port}/console/"
+            if config.console.enabled
+            else None,
         )
         if notices is not None and hooks is not None:
             await notices.start(hooks.host, hooks.port)

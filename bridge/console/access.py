@@ -33,6 +33,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The handler that answers a request without a session with the login form.
 LOGIN_FORM: web.AppKey[Handler] = web.AppKey("login_form")
+#: How the request got in: "bearer" or "session" (absent: it did not).
+WHO = web.RequestKey("who", str)
+#: The session cookie of a request that came in with one.
+SESSION = web.RequestKey("session", str)
+#: Set when a page was refused for want of a session and answers with the login form.
+REFUSED = web.RequestKey("refused", bool)
 #: A prefix a proxy may announce: a plain URL path, nothing that could break out of an attribute.
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*/?$")
 
@@ -48,9 +54,10 @@ class Console:
 
     @property
     def token(self) -> str:
-        """The console token (the config guarantees one when the console is enabled)."""
+        """The console token (the config refuses an enabled console without one)."""
         token = self.config.console.token
-        assert token is not None, "console.enabled without a token is a config error"
+        if token is None:
+            raise ValueError("console.token is required when console.enabled is true")
         return token.get_secret_value()
 
 
@@ -85,17 +92,17 @@ def guard(console: Console) -> Any:
                     text="wrong console token", headers={"WWW-Authenticate": "Bearer"}
                 )
             console.brake.succeeded(client)
-            request["who"] = "bearer"
+            request[WHO] = "bearer"
             return await handler(request)
         session = request.cookies.get(auth.COOKIE)
         if not auth.session_valid(console.token, session, clock.now().timestamp()):
             if request.method != "GET":
                 raise web.HTTPUnauthorized(text="sign in to the console first")
-            request["refused"] = True
+            request[REFUSED] = True
             return await request.app[LOGIN_FORM](request)
         assert session is not None
-        request["who"] = "session"
-        request["session"] = session
+        request[WHO] = "session"
+        request[SESSION] = session
         if request.method == "POST":
             form = await request.post()
             if not same_origin(request) or not auth.csrf_valid(

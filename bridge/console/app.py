@@ -22,6 +22,9 @@ from bridge.commands.wiring import config_secrets
 from bridge.console import auth, views
 from bridge.console.access import (
     LOGIN_FORM,
+    REFUSED,
+    SESSION,
+    WHO,
     Console,
     base_path,
     guard,
@@ -47,18 +50,18 @@ def console_app(console: Console) -> web.Application:
     app = web.Application(middlewares=[headers(secrets), guard(console)])
 
     def page(request: web.Request, name: str, status: int = 200, **data: Any) -> web.Response:
-        session = request.get("session", "")
+        session = request.get(SESSION, "")
         body = env.get_template(name).render(
             base=base_path(request),
             csrf=auth.csrf_token(console.token, session) if session else "",
-            signed_in=bool(request.get("who")),
+            signed_in=bool(request.get(WHO)),
             flash=_flash(console, request),
             **data,
         )
         return web.Response(status=status, text=body, content_type="text/html")
 
     async def login_form(request: web.Request) -> web.Response:
-        return page(request, "login.html", status=401 if request.get("refused") else 200)
+        return page(request, "login.html", status=401 if request.get(REFUSED) else 200)
 
     async def login(request: web.Request) -> web.StreamResponse:
         client = request.remote or "unknown"
@@ -132,14 +135,14 @@ def console_app(console: Console) -> web.Application:
         form = await request.post()
         one = str(form.get("dead_id") or "") or None
         moved, was_disabled = await replay_sink(console.parts, sink, dead_id=one)
-        log.info("console.replay", sink=sink, moved=moved, who=request["who"])
+        log.info("console.replay", sink=sink, moved=moved, who=request[WHO])
         note = " and enabled the sink" if was_disabled else ""
         raise _done(console, request, f"dead-letters/{sink}", f"{sink}: {moved} replayed{note}")
 
     async def enable(request: web.Request) -> web.StreamResponse:
         sink = _sink(console, request)
         await _queue(console, sink).enable()
-        log.info("console.sink_enabled", sink=sink, who=request["who"])
+        log.info("console.sink_enabled", sink=sink, who=request[WHO])
         raise _done(console, request, "", f"{sink}: enabled")
 
     async def resync(request: web.Request) -> web.StreamResponse:
@@ -153,7 +156,7 @@ def console_app(console: Console) -> web.Application:
             wait_s=RESYNC_WAIT_S,
             scope_keys=None if scope is None else {scope},
         )
-        log.info("console.resync", feed=feed, scope=scope, who=request["who"], **totals)
+        log.info("console.resync", feed=feed, scope=scope, who=request[WHO], **totals)
         text = (
             f"{feed}: {totals['scopes']}/{totals['of']} scopes swept in full, "
             f"{totals['events']} events, {totals['quarantined']} still quarantined"
