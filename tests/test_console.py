@@ -51,9 +51,10 @@ CHROMIUM_ARGS = [
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
 TOKEN = "console-" + secrets.token_hex(12)
 SECRET = "whsec_" + base64.b64encode(b"console-receiver-secret").decode()
+HOOK_SECRET = "absorb-hook-" + secrets.token_hex(8)
 HOSTILE = "<b>bold</b><script>alert(1)</script>"
-CONSOLE_ENV = {**ENV, "TEST_CONSOLE_TOKEN": TOKEN}
-EVERY_SECRET = (API_KEY, PASSWORD, TOKEN, SECRET)
+CONSOLE_ENV = {**ENV, "TEST_CONSOLE_TOKEN": TOKEN, "TEST_HOOK_SECRET": HOOK_SECRET}
+EVERY_SECRET = (API_KEY, PASSWORD, TOKEN, SECRET, HOOK_SECRET)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class World:
     base: str
     config_path: str
     config: Config
+    hooks_url: str
     sim: SimHandle
     receiver: Receiver
     failing: dict[str, bool]
@@ -70,7 +72,9 @@ class World:
     changed_ids: list[str]
 
 
-def _write_config(tmp: Path, sim_url: str, redis_url: str, receiver_url: str, port: int) -> Path:
+def _write_config(
+    tmp: Path, sim_url: str, redis_url: str, receiver_url: str, port: int, hooks_port: int
+) -> Path:
     (tmp / "password").write_text(PASSWORD + "\n")
     path = tmp / "bridge.yaml"
     path.write_text(
@@ -81,6 +85,9 @@ absorb:
   username: {USERNAME}
   password_file: {tmp / "password"}
   max_requests_per_second: 200
+  webhooks:
+    listen: 127.0.0.1:{hooks_port}
+    secret: ${{TEST_HOOK_SECRET}}
 redis:
   url: {redis_url}
   prefix: console-{secrets.token_hex(4)}
@@ -142,8 +149,8 @@ async def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
         return 500 if failing["on"] else None
 
     receiver.behaviour = behaviour
-    port = free_port()
-    path = _write_config(tmp, sim_url, redis_url, await receiver.start(), port)
+    port, hooks_port = free_port(), free_port()
+    path = _write_config(tmp, sim_url, redis_url, await receiver.start(), port, hooks_port)
     config = load("test", str(path), CONSOLE_ENV)
     assert isinstance(config, Config)
     with (tmp / "run.log").open("w") as log:
@@ -157,6 +164,9 @@ async def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
             return len(scopes) == 2 and all(s["swept_at"] for s in scopes)
 
         await until(baselined, "both scopes to be baselined", timeout_s=30)
+        hooks_url = f"http://127.0.0.1:{hooks_port}/absorb/webhooks"
+        async with http.post(hooks_url, json={"unsigned": True}) as refused:
+            assert refused.status == 401
         failing["on"] = True
         records = list(sim.tenant.enrollments.values())
         bad, changed = records[0], records[1:3]
@@ -175,13 +185,17 @@ async def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
                 and hr["backlog"] == hr["queued"] == hr["retrying"] == 0
                 and len(report["feeds"][0]["quarantined"]) == 1
                 and report["sinks"][1]["backlog"] == 0
+                and report["notices"]["refused"] == 1
             )
 
-        await until(settled, "two dead letters and one quarantined record", timeout_s=60)
+        await until(
+            settled, "two dead letters, a quarantined record, a refused notice", timeout_s=60
+        )
         yield World(
             base=f"http://127.0.0.1:{port}/console/",
             config_path=str(path),
             config=config,
+            hooks_url=hooks_url,
             sim=handle,
             receiver=receiver,
             failing=failing,
@@ -316,6 +330,8 @@ async def test_the_overview_shows_what_status_json_prints(
         pytest.fail("the overview kept changing while the bridge should be quiet")
     report = json.loads(out)
     expected = {"outbox": str(report["outbox"])}
+    for outcome in ("received", "used", "unusable", "failed", "refused"):
+        expected[f"notices:{outcome}"] = str(report["notices"][outcome])
     for feed in report["feeds"]:
         expected[f"feed:{feed['name']}:scopes"] = str(len(feed["scopes"]))
         expected[f"feed:{feed['name']}:quarantined"] = str(len(feed["quarantined"]))
@@ -331,6 +347,7 @@ async def test_the_overview_shows_what_status_json_prints(
     assert shown == expected
     assert shown["sink:hr:dead_lettered"] == "2"
     assert shown["feed:courses:quarantined"] == "1"
+    assert shown["notices:refused"] == "1"
     await _shot(page, "overview")
 
 
