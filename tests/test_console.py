@@ -2,7 +2,8 @@
 a real `run` process, the simulator over HTTP, real Redis and a receiver that checks
 signatures. The bridge's state is built once for the module: two status changes that
 a failing receiver dead-letters, and one record Absorb sends unreadable. Each page
-visited is saved as a screenshot under docs/console/ and searched for secrets."""
+visited is saved as a screenshot (to build/console/, or to ABSORB_BRIDGE_SCREENSHOTS) and
+searched for secrets."""
 
 from __future__ import annotations
 
@@ -48,7 +49,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
+# Screenshots go to build/ (ignored by git); ABSORB_BRIDGE_SCREENSHOTS=docs/console renews
+# the README's.
+SHOTS = Path(
+    os.environ.get(
+        "ABSORB_BRIDGE_SCREENSHOTS", Path(__file__).resolve().parent.parent / "build" / "console"
+    )
+).resolve()
 TOKEN = "console-" + secrets.token_hex(12)
 SECRET = "whsec_" + base64.b64encode(b"console-receiver-secret").decode()
 HOOK_SECRET = "absorb-hook-" + secrets.token_hex(8)
@@ -229,7 +236,7 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
 
 
 async def _shot(page: Page, name: str) -> str:
-    """Save the page as docs/console/<name>.png and return its HTML, checked for secrets."""
+    """Save the page as <SHOTS>/<name>.png and return its HTML, checked for secrets."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     html = await page.content()
