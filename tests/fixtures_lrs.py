@@ -9,6 +9,7 @@ what an LRS holds, the way an LRS client does.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -39,9 +40,10 @@ class Lrs:
     username: str
     password: str
 
-    def auth(self) -> aiohttp.BasicAuth:
-        """The HTTP Basic credentials as aiohttp sends them."""
-        return aiohttp.BasicAuth(self.username, self.password)
+    def headers(self) -> dict[str, str]:
+        """The headers an xAPI client sends: the version and HTTP Basic credentials."""
+        pair = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return {**HEADERS, "Authorization": f"Basic {pair}"}
 
     def sink_config(self, name: str = "lrs", **extra: Any) -> dict[str, Any]:
         """An `xapi` sink's settings for this LRS, as a config file gives them."""
@@ -90,7 +92,7 @@ async def read_statements(lrs: Lrs, **query: str) -> list[dict[str, Any]]:
     base = lrs.url.split("/xAPI/")[0]
     url: str | None = lrs.url + "statements"
     params: dict[str, str] | None = {**query, "limit": "500"}
-    async with aiohttp.ClientSession(auth=lrs.auth(), headers=HEADERS) as session:
+    async with aiohttp.ClientSession(headers=lrs.headers()) as session:
         while url:
             async with session.get(url, params=params) as reply:
                 assert reply.status == 200, f"GET statements {query}: {reply.status}"

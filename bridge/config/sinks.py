@@ -267,7 +267,7 @@ class XapiSinkConfig(_Sink):
         basic = self.username is not None or self.password is not None
         if basic and (self.username is None or self.password is None):
             missing = "password" if self.password is None else "username"
-            problems.append(((missing,), "HTTP Basic needs both username and password"))
+            problems.append(((missing,), "required: HTTP Basic needs both username and password"))
         if basic and self.bearer_token is not None:
             problems.append((("bearer_token",), "give username/password or bearer_token, not both"))
         if not basic and self.bearer_token is None:
