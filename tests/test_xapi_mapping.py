@@ -115,7 +115,9 @@ def test_a_course_completion_statement_in_full() -> None:
 def test_a_lesson_statement_names_its_course_as_parent() -> None:
     """A lesson is its own activity, its course the parent, its enrollment the registration."""
     enrollment = Enrollment()
-    event = enrollment.event("status_changed", Status.Failed, kind=Kind.lesson_enrollment, score=40)
+    event = enrollment.event(
+        "status_changed", Status.Failed, kind=Kind.lesson_enrollment, score=91.82
+    )
     (failed,) = build(enrollment, event)
     assert failed["object"]["id"] == f"{SOURCE}/xapi/lesson/{enrollment.lesson_id}"
     assert failed["object"]["definition"]["type"] == "http://adlnet.gov/expapi/activities/lesson"
@@ -123,7 +125,7 @@ def test_a_lesson_statement_names_its_course_as_parent() -> None:
     (parent,) = failed["context"]["contextActivities"]["parent"]
     assert parent["id"] == f"{SOURCE}/xapi/course/{enrollment.course_id}"
     assert failed["result"] == {
-        "score": {"scaled": 0.4, "raw": 40.0, "min": 0.0, "max": 100.0},
+        "score": {"scaled": 0.9182, "raw": 91.82, "min": 0.0, "max": 100.0},
         "success": False,
         "duration": "PT15M",
     }

@@ -261,13 +261,20 @@ def _result(verb: verbs.Verb, record: dict[str, Any], score: float | None) -> Re
     elif verb is verbs.PROGRESSED and isinstance(record.get("progress"), int | float):
         extensions = {PROGRESS_EXTENSION: record["progress"]}
     result = Result(
-        score=Score(scaled=score / 100, raw=score, min=0, max=100) if score is not None else None,
+        score=_scored(score),
         success=success,
         completion=completion,
         duration=_duration(record),
         extensions=extensions,
     )
     return result if result.model_dump(exclude_none=True) else None
+
+
+def _scored(score: float | None) -> Score | None:
+    if score is None:
+        return None
+    # Rounded: 91.82 / 100 is 0.9181999999999999 in binary, and a reader wants 0.9182.
+    return Score(scaled=round(score / 100, 9), raw=score, min=0, max=100)
 
 
 def _duration(record: dict[str, Any]) -> str | None:
