@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
+import redis.asyncio as aioredis
 import yaml
 from aiohttp import web
 
@@ -20,10 +22,14 @@ from bridge.absorb.models import Status
 from bridge.commands.check_config import check_config
 from bridge.commands.test_sink import test_sink as run_test_sink
 from bridge.config import XapiSinkConfig
+from bridge.delivery import Circuit, SinkWorker
+from bridge.routes import Route
 from bridge.sinks.base import SinkError
 from bridge.sinks.xapi import XapiSink
 from bridge.snapshots import Kind
+from bridge.store import Store
 from bridge.xapi.ids import registered_id
+from tests.engine import put_events
 from tests.fixtures_brokers import MakePipeline
 from tests.fixtures_lrs import Lrs, RalphServer, read_statements
 from tests.xapi_events import SOURCE, Enrollment
@@ -362,3 +368,70 @@ def test_bad_xapi_settings_are_named_by_path(
     assert problem in err.getvalue()
     assert lrs.password not in err.getvalue()
     assert json.dumps(sink)  # the settings stayed plain data
+
+
+async def test_events_that_cannot_be_statements_do_not_open_the_circuit(
+    lrs: Lrs, redis: aioredis.Redis
+) -> None:
+    """Permanent failures are the events' fault, not the LRS's: with a circuit that opens
+    after two failures, three unmappable events leave it closed and the next one lands."""
+    sink = xapi_sink(lrs, batch_size=1)
+    store = Store(redis, f"xapi-{secrets.token_hex(4)}")
+    worker = SinkWorker(
+        redis, store.prefix, sink, [Route(sinks=(sink.name,))], consumer="test",
+        schedule=(0.0, 0.05), circuit=Circuit(threshold=2),
+    )  # fmt: skip
+    await worker.setup()
+    bad = [Enrollment() for _ in range(3)]
+    good = Enrollment()
+    await put_events(
+        store,
+        [e.event("status_changed", Status.Failed, score=-5.0) for e in bad]
+        + [good.event("status_changed", Status.Failed)],
+    )
+    try:
+        for _ in range(50):
+            await worker.feed_once()
+            await worker.deliver_once()
+            if worker.delivered + worker.failed >= 4:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await sink.close()
+    assert not worker.circuit.is_open
+    assert worker.failed == 3
+    assert len(await worker.queue.dead_letters()) == 3
+    assert verbs(await read_statements(lrs, registration=good.enrollment_id)) == ["failed"]
+
+
+async def test_an_lrs_asking_to_wait_is_honoured() -> None:
+    """A 503 with Retry-After is a retryable failure carrying the wait, alone or batched."""
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.Response(status=503, headers={"Retry-After": "7"}, text="busy")
+
+    app = web.Application()
+    app.router.add_route("*", "/xAPI/statements", busy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    endpoint = f"http://127.0.0.1:{port}/xAPI/"
+    sink = xapi_sink(endpoint, name="lrs", type="xapi", endpoint=endpoint, bearer_token="t0ken")
+    enrollment = Enrollment()
+    delivery = enrollment.delivery(enrollment.event("status_changed", Status.Failed))
+    try:
+        with pytest.raises(SinkError) as single:
+            await sink.send(delivery)
+        other = Enrollment()
+        outcomes = await sink.send_many(
+            [delivery, other.delivery(other.event("status_changed", Status.Failed))]
+        )
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    assert single.value.retry_after_s == 7
+    assert not single.value.permanent
+    assert "HTTP 503: busy" in str(single.value)
+    assert [o.retry_after_s if o else None for o in outcomes] == [7, 7]
