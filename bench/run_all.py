@@ -29,6 +29,7 @@ FULL = {
     "stats_counts": ["--events", "20000"],
     "freshness": [],
     "hints": ["--courses", "500", "--rps", "20", "--changes", "240", "--rate", "2"],
+    "xapi": ["--events", "2000"],
 }
 QUICK = {
     "sweep_hot": ["--records", "50000"],
@@ -38,6 +39,7 @@ QUICK = {
     "stats_counts": ["--events", "5000"],
     "freshness": ["--hours", "0.25"],
     "hints": ["--courses", "100", "--rps", "20", "--changes", "60", "--rate", "2"],
+    "xapi": ["--events", "1000"],
 }
 
 

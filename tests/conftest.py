@@ -26,7 +26,7 @@ from bridge.simulator.faults import Faults
 from bridge.simulator.generate import TenantSpec
 from bridge.simulator.server import Simulator, SimulatorConfig
 
-pytest_plugins = ["tests.fixtures_brokers", "tests.fixtures_aws"]
+pytest_plugins = ["tests.fixtures_brokers", "tests.fixtures_aws", "tests.fixtures_lrs"]
 
 API_KEY = "5e0f6a4c-77d3-4c51-9d2b-0d8d4f1b9a11"
 USERNAME = "integration-admin"

@@ -660,9 +660,9 @@ def test_sink_union_errors_have_clean_paths(tmp_path: Path) -> None:
     found = problems(tmp_path, data)
     assert found == [
         "sinks[0].type: unknown sink type 'carrier-pigeon' (types: file, stdout, http, slack,"
-        " redis_stream, nats, amqp, sqs)",
+        " redis_stream, nats, amqp, sqs, xapi)",
         "sinks[1].type: required: the kind of sink (file, stdout, http, slack, redis_stream,"
-        " nats, amqp, sqs)",
+        " nats, amqp, sqs, xapi)",
         "sinks[2].url: required",
         "sinks[2].secret: must be a Standard Webhooks secret: whsec_ followed by base64",
         "sinks[2].max_in_flight: must be at least 1",
@@ -857,6 +857,8 @@ SECRETS = {
     "SLACK": "SEKRIT-slack-12",
     "NATSURL": "SEKRIT-natsurl-13",
     "HEADER": "SEKRIT-header-14",
+    "LRS": "SEKRIT-lrs-15",
+    "LRSTOKEN": "SEKRIT-lrstoken-16",
 }
 
 
@@ -901,6 +903,19 @@ def secret_config() -> dict[str, Any]:
             "queue_url": "https://sqs.example/1/q",
             "access_key_id": "AKIDEXAMPLE",
             "secret_access_key": "${AWS}",
+        },
+        {
+            "name": "lrs",
+            "type": "xapi",
+            "endpoint": "https://lrs.example/xAPI/",
+            "username": "key",
+            "password": "${LRS}",
+        },
+        {
+            "name": "lrs2",
+            "type": "xapi",
+            "endpoint": "https://lrs.example/xAPI",
+            "bearer_token": "${LRSTOKEN}",
         },
     ]
     data["routes"] = [{"sinks": [s["name"] for s in data["sinks"]]}]

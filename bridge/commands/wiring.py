@@ -29,6 +29,7 @@ from bridge.config import (
     SlackSinkConfig,
     SqsSinkConfig,
     StdoutSinkConfig,
+    XapiSinkConfig,
     config_path,
     load_config,
 )
@@ -170,6 +171,10 @@ def build_sink(sink: SinkConfig, config: Config) -> Sink:
         from bridge.sinks.sqs import SqsSink
 
         return SqsSink(sink)
+    if isinstance(sink, XapiSinkConfig):
+        from bridge.sinks.xapi import XapiSink
+
+        return XapiSink(sink)
     raise ConfigError([f"sink '{sink.name}': unknown type"])  # pragma: no cover
 
 

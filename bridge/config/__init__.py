@@ -51,6 +51,7 @@ from bridge.config.sinks import (
     SlackSinkConfig,
     SqsSinkConfig,
     StdoutSinkConfig,
+    XapiSinkConfig,
 )
 from bridge.config.values import (
     EVENT_CHANGES,
@@ -119,6 +120,7 @@ __all__ = [
     "Text",
     "WebhookSecret",
     "WebhooksConfig",
+    "XapiSinkConfig",
     "config_path",
     "format_duration",
     "format_path",

@@ -26,9 +26,11 @@ _META = ("title", "description", "default", "examples")
 DESCRIPTIONS = {
     "absorb": "the Absorb tenant and how hard the bridge may call it",
     "access_key_id": "AWS access key id (else the usual AWS credential chain)",
+    "actor": "xapi: how statements name the learner: account (Absorb user id) | mbox (email)",
     "api_key": "the tenant's private API key",
     "base_url": "the tenant's REST API URL, or a region short name (us, ca, eu, au, sandbox-…)",
     "basic_auth": "HTTP Basic credentials sent with every request",
+    "batch_size": "xapi: events sent in one POST (1: one PUT per statement)",
     "bearer_token": "sent as Authorization: Bearer",
     "console": "the operator's web console on http.listen: enabled, and the token it asks for",
     "course_id": "a course's GUID",
@@ -36,6 +38,7 @@ DESCRIPTIONS = {
     "credentials": "a NATS credentials file",
     "enabled": "console: serve the web console (off by default; needs console.token)",
     "details": "course_enrollments only: drill into lessons, chapters and attempts",
+    "endpoint": "xapi: the LRS's xAPI base URL (ending in /xAPI/ or similar)",
     "endpoint_url": "another SQS endpoint (a stand-in such as moto or LocalStack)",
     "exchange": "the RabbitMQ exchange (empty: the default exchange)",
     "feeds": "what to sweep: each feed is a resource and its scopes",
@@ -46,6 +49,7 @@ DESCRIPTIONS = {
     "headers": "extra headers sent with every request",
     "http": "the bridge's own HTTP server: /healthz, /readyz, /metrics and the console",
     "interval": "a promise: no scope goes unswept longer, while the budget allows (a duration)",
+    "language": "xapi: the language tag of verb and activity names",
     "lesson_id": "a lesson's GUID",
     "lessons": "lesson_enrollments feeds: the lessons to sweep",
     "listen": "HOST:PORT to serve on (port 0: any free one; ABSORB_BRIDGE_HTTP_LISTEN: http)",
@@ -65,6 +69,7 @@ DESCRIPTIONS = {
     "drop": "fields left out of data.current and data.previous (Absorb's names: fullName, …)",
     "hash": "fields replaced by a keyed hash (hmac-sha256:<hex>): equal values still match",
     "hash_key": "the key of the hashes (a secret; without it they are plain sha256:<hex>)",
+    "portal": "xapi: the Absorb portal URL: the learner accounts' homePage and activity IRIs",
     "prefix": "every Redis key starts with it",
     "previous_statuses": "match events whose status before the change is one of these",
     "progress_events": "also emit progress_changed events",
@@ -101,6 +106,7 @@ DESCRIPTIONS = {
     "username": "the user name",
     "webhook_url": "the Slack incoming webhook URL (a secret)",
     "webhooks": "Absorb's own webhooks, taken as hints to sweep now: listen, path and secret",
+    "x_experience_api_version": "xapi: the X-Experience-API-Version header (1.0.x)",
 }
 
 

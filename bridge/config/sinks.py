@@ -228,6 +228,60 @@ class SqsSinkConfig(_Sink):
         return self
 
 
+class XapiSinkConfig(_Sink):
+    """Sends each event as xAPI statements to a Learning Record Store."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ("password", "bearer_token")
+
+    type: Literal["xapi"]
+    # The LRS's xAPI base, e.g. https://lrs.example.com/xAPI/ (statements go to <it>statements).
+    endpoint: HttpUrl
+    username: Text | None = None
+    password: Secret | None = None
+    bearer_token: Secret | None = None
+    x_experience_api_version: Annotated[str, Field(pattern=r"^1\.0\.[0-9]+$")] = "1.0.3"
+    # Events per POST; 1 sends each statement with its own PUT.
+    batch_size: int = Field(50, ge=1, le=500)
+    timeout_s: PositiveDuration = Field(15.0, alias="timeout")
+    # The Absorb portal learners sign in to: the accounts' homePage and the activity
+    # IRIs' base. Not given: the tenant's base_url (the events' `source`).
+    portal: HttpUrl | None = None
+    actor: Literal["account", "mbox"] = "account"
+    language: Annotated[str, Field(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")] = "en-US"
+    tls_verify: bool = True
+    retry_schedule_s: list[AnyDuration] | None = Field(None, alias="retry_schedule", min_length=1)
+    rate_limit_per_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_in_flight: int = Field(8, ge=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _xapi_base(cls, endpoint: str) -> str:
+        if "?" in endpoint or "#" in endpoint:
+            raise ValueError("must be the LRS's xAPI base URL, without a query or fragment")
+        # The base is a folder: `statements` is resolved under it.
+        return endpoint if endpoint.endswith("/") else endpoint + "/"
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> XapiSinkConfig:
+        problems: list[Problem] = []
+        basic = self.username is not None or self.password is not None
+        if basic and (self.username is None or self.password is None):
+            missing = "password" if self.password is None else "username"
+            problems.append(((missing,), "required: HTTP Basic needs both username and password"))
+        if basic and self.bearer_token is not None:
+            problems.append((("bearer_token",), "give username/password or bearer_token, not both"))
+        if not basic and self.bearer_token is None:
+            problems.append(
+                (
+                    ("username",),
+                    "required: the LRS's credentials (username and password, or bearer_token)",
+                )
+            )
+        if problems:
+            raise _fail(problems)
+        return self
+
+
 SINK_TYPES: dict[str, type[_Sink]] = {
     "file": FileSinkConfig,
     "stdout": StdoutSinkConfig,
@@ -237,6 +291,7 @@ SINK_TYPES: dict[str, type[_Sink]] = {
     "nats": NatsSinkConfig,
     "amqp": AmqpSinkConfig,
     "sqs": SqsSinkConfig,
+    "xapi": XapiSinkConfig,
 }
 SinkConfig = Annotated[
     FileSinkConfig
@@ -246,6 +301,7 @@ SinkConfig = Annotated[
     | RedisStreamSinkConfig
     | NatsSinkConfig
     | AmqpSinkConfig
-    | SqsSinkConfig,
+    | SqsSinkConfig
+    | XapiSinkConfig,
     Field(discriminator="type"),
 ]

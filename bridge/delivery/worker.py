@@ -291,11 +291,18 @@ class SinkWorker:
                 hint=f"fix the receiver, then: absorb-bridge replay --sink {self.sink.name}",
             )
             return
-        self.circuit.failed(clock.monotonic())
+        if not error.permanent:
+            self.circuit.failed(clock.monotonic())
+        elif self.circuit.probing:  # the event's fault is no verdict on the receiver
+            self.circuit.abandon_probe()
         q.attempts += 1
         q.error = str(error)
-        delay = next_delay_s(
-            q.attempts, self.schedule, retry_after_s=error.retry_after_s, rng=self.rng
+        delay = (
+            None
+            if error.permanent
+            else next_delay_s(
+                q.attempts, self.schedule, retry_after_s=error.retry_after_s, rng=self.rng
+            )
         )
         if delay is None:
             metrics.DELIVERY_ATTEMPTS.labels(self.sink.name, "dead_lettered").inc()

@@ -42,16 +42,25 @@ class SinkError(BridgeError):
     """A sink could not take an event.
 
     `retry_after_s` when the sink said how long to wait; `gone` when it said it
-    wants no more events at all (HTTP 410), which disables the sink.
+    wants no more events at all (HTTP 410), which disables the sink; `permanent`
+    when this event can never be delivered as it is (it cannot be made into what the
+    sink takes), so it goes to the dead letters at once instead of being retried.
     """
 
     def __init__(
-        self, sink: str, message: str, *, retry_after_s: float | None = None, gone: bool = False
+        self,
+        sink: str,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        gone: bool = False,
+        permanent: bool = False,
     ) -> None:
         super().__init__(f"sink {sink}: {message}")
         self.sink = sink
         self.retry_after_s = retry_after_s
         self.gone = gone
+        self.permanent = permanent
 
 
 def redirected(status: int, location: str | None, secrets: list[str]) -> str:
