@@ -17,7 +17,7 @@ from bridge.commands.check_config import check_config
 from bridge.commands.wiring import connect
 from bridge.config import load_config
 from bridge.console import Console, auth, console_app
-from bridge.console.views import EventFilter, event_row
+from bridge.console.views import EventFilter, event_row, outbox_event
 from bridge.store import Store
 from tests.conftest import free_port
 from tests.test_config import base, problems, write
@@ -133,6 +133,20 @@ async def test_trimming_keeps_the_newest_delivered_events(redis: aioredis.Redis)
     left = await redis.xrange(outbox)
     assert [i for i, _ in left] == ids[-3:]
     assert await Store(redis, prefix).trim_outbox(keep=["a"]) == 3
+
+
+async def test_an_event_link_that_is_no_stream_id_is_simply_not_found(
+    redis: aioredis.Redis,
+) -> None:
+    """A made-up entry id in an event's link finds nothing, as a trimmed event does: Redis
+    would refuse it as an id, and that must not read as the bridge's state being broken."""
+    prefix = f"entry-{secrets.token_hex(3)}"
+    entry = await redis.xadd(f"{prefix}:outbox", {"event": json.dumps({"id": "e1"})})
+    found = await outbox_event(redis, prefix, entry.decode())
+    assert found is not None
+    assert found["id"] == "e1"
+    for made_up in ("not-an-id", "1-2-3", "+", "-", "9" * 30 + "-0", ""):
+        assert await outbox_event(redis, prefix, made_up) is None
 
 
 async def test_the_console_is_off_unless_enabled() -> None:

@@ -8,6 +8,7 @@ fails the page.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from bridge.commands.dead_letters import describe
 from bridge.delivery import DeliveryQueue
 from bridge.store import Store
 
+#: An outbox (stream) entry id, as links to events carry it.
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 #: How many of the newest outbox entries a filtered list looks through.
 SCAN_ENTRIES = 2000
 
@@ -90,6 +93,8 @@ async def recent_events(
 
 async def outbox_event(redis: Redis, prefix: str, entry_id: str) -> dict[str, Any] | None:
     """One outbox entry with its whole CloudEvent pretty-printed; None when it is gone."""
+    if not _ENTRY_ID.fullmatch(entry_id):
+        return None  # not a stream id at all: Redis would refuse it, and nothing has it
     entries: Any = await redis.xrange(keys.outbox(prefix), min=entry_id, max=entry_id)
     if not entries:
         return None
