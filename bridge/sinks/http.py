@@ -8,11 +8,12 @@ import json
 import aiohttp
 from yarl import URL
 
-from bridge import __version__, clock
+from bridge import clock
 from bridge.config import HttpSinkConfig
 from bridge.retry import parse_retry_after
 from bridge.sinks import templates
 from bridge.sinks.base import Delivery, SinkError, answered, redirected
+from bridge.sinks.session import http_session
 from bridge.sinks.signing import Signer
 
 STRUCTURED = "application/cloudevents+json"
@@ -40,14 +41,8 @@ class HttpSink:
     async def start(self) -> None:
         """Open the HTTP session and load the body template, if any."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # Kept-alive connections for every delivery that may be under way at once.
-                connector=aiohttp.TCPConnector(
-                    ssl=self.config.tls_verify, limit=self.config.max_in_flight
-                ),
-                headers={"User-Agent": f"absorb-bridge/{__version__}"},
-                # A receiver's cookies have no business in the next delivery.
-                cookie_jar=aiohttp.DummyCookieJar(),
+            self._session = http_session(
+                tls_verify=self.config.tls_verify, max_in_flight=self.config.max_in_flight
             )
         if self.config.template is not None and self._template is None:
             self._template = templates.load(self.name, self.config.template)

@@ -32,13 +32,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bridge import __version__, clock
+from bridge import clock
 from bridge.absorb.timefmt import parse_datetime
 from bridge.config import SlackSinkConfig
 from bridge.redaction import excerpt, mask
 from bridge.retry import parse_retry_after
 from bridge.sinks import templates
 from bridge.sinks.base import Delivery, SinkError, answered, redirected
+from bridge.sinks.session import http_session
 
 TIMEOUT_S = 15.0
 #: How long a 429 without `Retry-After` postpones the event: Slack's one message a second.
@@ -75,9 +76,7 @@ class SlackSink:
     async def start(self) -> None:
         """Open the HTTP session and load the templates, if any."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers={"User-Agent": f"absorb-bridge/{__version__}"}
-            )
+            self._session = http_session()
         if self.config.templates and self._templates is None:
             self._templates = _load_templates(self.name, self.config.templates)
 

@@ -18,10 +18,11 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from bridge import __version__, clock
+from bridge import clock
 from bridge.config import XapiSinkConfig
 from bridge.retry import parse_retry_after
 from bridge.sinks.base import Delivery, SinkError, answered, redirected
+from bridge.sinks.session import http_session
 from bridge.xapi import MappingError, Portal, statements_for
 from bridge.xapi.compare import first_difference
 
@@ -59,12 +60,8 @@ class XapiSink:
     async def start(self) -> None:
         """Open the HTTP session."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    ssl=self.config.tls_verify, limit=self.config.max_in_flight
-                ),
-                headers={"User-Agent": f"absorb-bridge/{__version__}"},
-                cookie_jar=aiohttp.DummyCookieJar(),
+            self._session = http_session(
+                tls_verify=self.config.tls_verify, max_in_flight=self.config.max_in_flight
             )
 
     async def close(self) -> None:
