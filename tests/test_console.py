@@ -504,7 +504,9 @@ async def test_resync_a_feed_and_enable_a_disabled_sink_from_the_overview(
     page = await context.new_page()
     await _sign_in(page, world.base)
     await page.click('tr[data-feed="courses"] button:has-text("Resync")')
-    await page.wait_for_selector("text=courses: 2/2 scopes swept in full")
+    await page.wait_for_selector("text=courses: resync started")
+    # It runs apart from the request; the overview refreshes itself until it shows the end.
+    await page.wait_for_selector("text=courses: 2/2 scopes swept in full", timeout=20_000)
     async with connect(world.config) as parts:
         queue = DeliveryQueue(parts.redis, parts.store.prefix, "audit")
         assert await queue.disable("HTTP 410 Gone from the receiver")

@@ -3,6 +3,7 @@ the brake on guessing, the outbox's recent events, and a console that is off by 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import secrets
@@ -11,12 +12,14 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 import yaml
+from structlog.testing import capture_logs
 
 from bridge import health
 from bridge.commands.check_config import check_config
 from bridge.commands.wiring import connect
 from bridge.config import load_config
 from bridge.console import Console, auth, console_app
+from bridge.console.resyncs import Resyncs
 from bridge.console.views import EventFilter, event_row, outbox_event
 from bridge.store import Store
 from tests.conftest import free_port
@@ -188,3 +191,38 @@ async def test_a_page_with_redis_down_is_one_clear_503_without_secrets(tmp_path:
                     assert answer.status == 200
         finally:
             await runner.cleanup()
+
+
+async def test_a_resync_runs_apart_one_per_feed_and_says_how_it_ended() -> None:
+    """A resync started from the console runs on its own: a second start while it runs is
+    refused, its totals are its outcome, and one that raises is shown as failed with why,
+    leaving the next free to start."""
+    resyncs = Resyncs()
+    release = asyncio.Event()
+
+    async def slow() -> dict[str, int]:
+        await release.wait()
+        return {"of": 2, "scopes": 2, "records": 9, "events": 1, "removed": 0, "quarantined": 0}
+
+    async def broken() -> dict[str, int]:
+        raise RuntimeError("Absorb answered nonsense")
+
+    assert resyncs.start("courses", slow, who="session")
+    assert resyncs.running("courses")
+    assert not resyncs.start("courses", slow, who="session")
+    assert resyncs.last["courses"].ended is None
+    release.set()
+    await resyncs.wait("courses")
+    done = resyncs.last["courses"]
+    assert done.outcome == "2/2 scopes swept in full, 1 events, 0 still quarantined"
+    assert not done.failed
+    with capture_logs() as logs:
+        assert resyncs.start("courses", broken, who="bearer")
+        await resyncs.wait("courses")
+    failed = resyncs.last["courses"]
+    assert failed.failed
+    assert failed.outcome == "failed: RuntimeError: Absorb answered nonsense"
+    assert [e["event"] for e in logs] == ["console.resync_failed"]
+    assert resyncs.start("courses", slow, who="session")
+    await resyncs.stop()
+    assert resyncs.last["courses"].outcome == "stopped with the bridge"

@@ -24,6 +24,7 @@ from bridge.commands.wiring import Parts
 from bridge.config import Config
 from bridge.console import auth
 from bridge.console.local import Local
+from bridge.console.resyncs import Resyncs
 from bridge.errors import BridgeError
 from bridge.redaction import mask, mask_url
 
@@ -51,6 +52,7 @@ class Console:
     parts: Parts
     local: Local | None = None
     brake: auth.Brake = field(default_factory=auth.Brake)
+    resyncs: Resyncs = field(default_factory=Resyncs)
 
     @property
     def token(self) -> str:

@@ -7,6 +7,7 @@ call: `replay_sink`, `resync_feed`, `DeliveryQueue.enable`.
 
 from __future__ import annotations
 
+from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -34,6 +35,7 @@ from bridge.console.access import (
 )
 from bridge.console.local import local_health
 from bridge.console.render import environment
+from bridge.console.resyncs import summary
 from bridge.delivery import DeliveryQueue
 
 log = structlog.get_logger(__name__)
@@ -94,7 +96,9 @@ def console_app(console: Console) -> web.Application:
     async def overview(request: web.Request) -> web.Response:
         report = await collect(console.config, console.parts)
         health = local_health(console.local) if console.local else None
-        return page(request, "overview.html", report=report, local=health)
+        return page(
+            request, "overview.html", report=report, local=health, resyncs=console.resyncs.last
+        )
 
     async def events(request: web.Request) -> web.Response:
         q = request.query
@@ -149,19 +153,20 @@ def console_app(console: Console) -> web.Application:
         feed = _feed(console, request)
         form = await request.post()
         scope = str(form.get("scope") or "") or None
-        totals = await resync_feed(
-            console.config,
-            console.parts,
+        if scope is not None:
+            # One scope (a quarantined record's Retry) is quick: answered once it is swept.
+            totals = await resync_feed(
+                console.config, console.parts, feed, wait_s=RESYNC_WAIT_S, scope_keys={scope}
+            )
+            log.info("console.resync", feed=feed, scope=scope, who=request[WHO], **totals)
+            raise _done(console, request, "quarantine", f"{feed}: {summary(totals)}")
+        started = console.resyncs.start(
             feed,
-            wait_s=RESYNC_WAIT_S,
-            scope_keys=None if scope is None else {scope},
+            partial(resync_feed, console.config, console.parts, feed, wait_s=RESYNC_WAIT_S),
+            who=request[WHO],
         )
-        log.info("console.resync", feed=feed, scope=scope, who=request[WHO], **totals)
-        text = (
-            f"{feed}: {totals['scopes']}/{totals['of']} scopes swept in full, "
-            f"{totals['events']} events, {totals['quarantined']} still quarantined"
-        )
-        raise _done(console, request, "quarantine" if scope else "", text)
+        text = "resync started: the overview shows it running, then its outcome"
+        raise _done(console, request, "", f"{feed}: {text if started else 'a resync is running'}")
 
     async def quarantine(request: web.Request) -> web.Response:
         feeds = [
@@ -193,6 +198,11 @@ def console_app(console: Console) -> web.Application:
     app.router.add_get("/quarantine", quarantine)
     app.router.add_get("/static/{name}", static)
     app[LOGIN_FORM] = login_form
+
+    async def stop_resyncs(_app: web.Application) -> None:
+        await console.resyncs.stop()
+
+    app.on_cleanup.append(stop_resyncs)
     return app
 
 
