@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 from collections import Counter
@@ -17,10 +18,12 @@ from typing import Any, TextIO
 from aiohttp import web
 from fakeredis import FakeAsyncRedis
 
+from bridge import health
 from bridge.absorb.client import AbsorbClient
 from bridge.absorb.transport import AbsorbTransport, Credentials
-from bridge.feeds import FeedSpec
-from bridge.routes import Route
+from bridge.commands.wiring import Parts, feed_spec, routes
+from bridge.config import Config
+from bridge.console import Console, Local, console_app
 from bridge.service import Bridge, Timing
 from bridge.simulator.generate import TenantSpec
 from bridge.simulator.server import Simulator, SimulatorConfig
@@ -33,10 +36,10 @@ _SUMMARY_EVERY_S = 10.0
 _COLOURS = {"Complete": "\033[32m", "Failed": "\033[31m", "InProgress": "\033[33m"}
 
 
-class _Console:
+class _Terminal:
     """A sink that prints each event as a readable line and counts them."""
 
-    name = "console"
+    name = "terminal"
 
     def __init__(self, out: TextIO, colour: bool) -> None:
         self.out = out
@@ -90,23 +93,29 @@ async def run_demo(duration_s: float | None, out: TextIO | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     redis = FakeAsyncRedis()
     client = AbsorbClient(AbsorbTransport(url, _CREDENTIALS), page_size=200)
-    console = _Console(out, colour=out.isatty())
-    feed = FeedSpec(
-        name="courses",
-        resource="course_enrollments",
-        interval_s=1.0,
-        lookback_s=5.0,
-        details=frozenset({"lessons", "attempts"}),
-    )
+    terminal = _Terminal(out, colour=out.isatty())
+    token = "demo-" + secrets.token_urlsafe(12)
+    config = _config(url, token)
+    store = Store(redis, config.redis.prefix, keep_recent=config.redis.recent_events)
     bridge = Bridge(
         client=client,
-        store=Store(redis, "demo"),
-        feeds=[feed],
-        sinks=[console],
-        routes=[Route(sinks=("console",))],
+        store=store,
+        feeds=[feed_spec(f) for f in config.feeds],
+        sinks=[terminal],
+        routes=routes(config),
         source=url,
         timing=Timing(idle_s=0.5, grace_s=3.0),
         check_redis_settings=False,  # the in-process stand-in has neither CONFIG nor a disk
+    )
+    local = Local(
+        readiness=bridge.readiness,
+        liveness=bridge.liveness,
+        loops=lambda: bridge.loops.loops,
+        circuits=lambda: {w.sink.name: w.circuit for w in bridge.workers},
+    )
+    operators = console_app(Console(config, Parts(redis, client, store), local))
+    server, port = await health.serve(
+        bridge.readiness, "127.0.0.1", 0, liveness=bridge.liveness, console=operators
     )
     print(
         f"absorb-bridge demo: a simulated Absorb tenant at {url} with {len(sim.tenant.users)} "
@@ -114,7 +123,8 @@ async def run_demo(duration_s: float | None, out: TextIO | None = None) -> int:
         "The real pipeline runs against it: sweeps by dateEdited, snapshots, the outbox and "
         "delivery.\nState is kept in an in-process Redis stand-in (fakeredis), for this demo "
         "only: `absorb-bridge run` needs a real Redis.\nThe first sweep records a baseline "
-        "silently; every change after it is printed. Ctrl-C stops.\n",
+        "silently; every change after it is printed. Ctrl-C stops.\n"
+        f"The operator's console: http://127.0.0.1:{port}/console/ (token: {token}).\n",
         file=out,
         flush=True,
     )
@@ -130,11 +140,40 @@ async def run_demo(duration_s: float | None, out: TextIO | None = None) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, wait))
             if not stop.is_set() and (deadline is None or loop.time() < deadline):
-                print(f"-- so far: {console.summary()}", file=out, flush=True)
+                print(f"-- so far: {terminal.summary()}", file=out, flush=True)
     finally:
         await bridge.stop()
+        await server.cleanup()
         await client.close()
         await runner.cleanup()
         await redis.aclose()
-    print(f"\nstopped: {console.summary()}.", file=out, flush=True)
+    print(f"\nstopped: {terminal.summary()}.", file=out, flush=True)
     return 0
+
+
+def _config(url: str, token: str) -> Config:
+    """The demo's settings as a config file would give them: what the console reads."""
+    return Config.model_validate(
+        {
+            "absorb": {
+                "base_url": url,
+                "api_key": _CREDENTIALS.api_key,
+                "username": _CREDENTIALS.username,
+                "password": _CREDENTIALS.password,
+            },
+            "redis": {"prefix": "demo"},
+            "feeds": [
+                {
+                    "name": "courses",
+                    "resource": "course_enrollments",
+                    "interval": "1s",
+                    "lookback": "5s",
+                    "details": ["lessons", "attempts"],
+                }
+            ],
+            # The terminal the events print on, in the place of a configured sink.
+            "sinks": [{"name": "terminal", "type": "stdout", "format": "pretty"}],
+            "routes": [{"sinks": ["terminal"]}],
+            "console": {"enabled": True, "token": token},
+        }
+    )

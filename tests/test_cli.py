@@ -5,13 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import free_port
 
@@ -82,17 +86,37 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_demo_shows_changes_and_stops_by_itself() -> None:
-    """`absorb-bridge demo --duration` prints transitions within seconds, a summary, and exits 0."""
+    """`absorb-bridge demo --duration` prints transitions within seconds, a summary, and exits 0;
+    meanwhile its console answers with the token it printed, and only with it."""
     env = {**os.environ, "NO_COLOR": "1"}
-    done = subprocess.run(
-        [*BRIDGE, "demo", "--duration", "8s"], capture_output=True, text=True, timeout=90, env=env
+    demo = subprocess.Popen(
+        [*BRIDGE, "demo", "--duration", "8s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
-    assert done.returncode == 0, done.stderr
-    assert "fakeredis" in done.stdout  # the stand-in store is named on screen
-    transitions = [line for line in done.stdout.splitlines() if " -> " in line]
-    assert transitions, done.stdout
-    assert "stopped:" in done.stdout
-    assert "status_changed" in done.stdout.rsplit("stopped:", 1)[1]
+    assert demo.stdout is not None
+    lines = [demo.stdout.readline() for _ in range(5)]
+    found = re.search(r"(http://127\.0\.0\.1:\d+/console/) \(token: (demo-[^)]+)\)", "".join(lines))
+    assert found, lines
+    console, token = found.groups()
+    overview = urllib.request.Request(console, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(overview, timeout=10) as answer:
+        assert 'data-sink="terminal"' in answer.read().decode()
+    wrong = urllib.request.Request(console, headers={"Authorization": "Bearer demo-guess"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(wrong, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 401
+    rest, errors = demo.communicate(timeout=90)
+    assert demo.returncode == 0, errors
+    stdout = "".join(lines) + rest
+    assert "fakeredis" in stdout  # the stand-in store is named on screen
+    transitions = [line for line in stdout.splitlines() if " -> " in line]
+    assert transitions, stdout
+    assert "stopped:" in stdout
+    assert "status_changed" in stdout.rsplit("stopped:", 1)[1]
 
 
 def test_config_schema_describes_every_section() -> None:
