@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 from bridge import drill_downs, events
-from bridge.absorb.models import AttemptStatus, Status
+from bridge.absorb.models import Status
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.diff import Change, ChangeKind, diff, removed
 from bridge.drill_downs import DrillDown
@@ -47,7 +47,7 @@ def record(kind: Kind, at: datetime, *, status: int, progress: float) -> dict[st
         return {
             "id": _IDS[kind],
             "timeSpentTicks": 9_000_000_000,
-            "status": AttemptStatus.Complete if done else AttemptStatus.InProgress,
+            "status": status,  # InProgress, Complete and Failed are an attempt's numbers too
             "score": score,
             "startDate": _ts(at - timedelta(minutes=15)),
             "completionDate": _ts(at) if done else None,
