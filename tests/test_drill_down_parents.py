@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
 import redis.asyncio as aioredis
 
 from bridge import samples
@@ -20,6 +21,7 @@ from bridge.feeds import FeedSpec, course_scope
 from bridge.personal_data import PersonalData, scrub
 from bridge.simulator.records import CourseEnrollmentRec
 from bridge.snapshots import Kind
+from bridge.xapi import Portal, statements_for
 from tests.conftest import MakeClient, StartSimulator
 from tests.engine import make_engine
 
@@ -40,11 +42,15 @@ def _not_started(tenant: Any) -> CourseEnrollmentRec:
 
 
 async def test_attempt_events_name_the_learner_lesson_and_course(
-    start_simulator: StartSimulator, make_client: MakeClient, redis: aioredis.Redis
+    start_simulator: StartSimulator,
+    make_client: MakeClient,
+    redis: aioredis.Redis,
+    statement_schema: jsonschema.protocols.Validator,
 ) -> None:
     """An attempt started, then finished, gives two events whose `data.parent` names the
     learner (id and name), the course, the course enrollment, the lesson and the lesson
-    enrollment; `data.current` stays exactly the record Absorb served."""
+    enrollment; `data.current` stays exactly the record Absorb served. The xapi mapping
+    makes them valid `launched`, then `completed` and `passed`, statements of that learner."""
     sim = await start_simulator(users=20, ilc_ratio=0.0, approval_ratio=0.0)
     client = make_client(sim.url)
     engine = make_engine(sim, client, redis)
@@ -81,6 +87,15 @@ async def test_attempt_events_name_the_learner_lesson_and_course(
             "lessonEnrollmentId": lesson.id,
             "fullName": ce.user.full_name,
         }
+    made = [statements_for(e, ce.course.id, Portal(sim.url)) for e in attempts]
+    assert [[s["verb"]["id"].rsplit("/", 1)[1] for s in m] for m in made] == [
+        ["launched"],
+        ["completed", "passed"],
+    ]
+    for statement in made[0] + made[1]:
+        statement_schema.validate(statement)
+        assert statement["actor"]["account"]["name"] == ce.user.id
+        assert statement["context"]["registration"] == ce.id
 
 
 async def test_lesson_and_chapter_events_name_their_course(
@@ -107,6 +122,37 @@ async def test_lesson_and_chapter_events_name_their_course(
     assert events[chapter]["type"].startswith("absorb.chapter_enrollment.")
     assert events[chapter]["data"]["parent"] == expected
     assert "parent" not in events[ce.id]["data"]
+
+
+async def test_a_drill_down_tried_again_later_still_names_the_parent(
+    start_simulator: StartSimulator, make_client: MakeClient, redis: aioredis.Redis
+) -> None:
+    """A drill-down that failed is kept pending in quarantine and tried on a later sweep
+    from what was kept there: its attempt events carry the same `data.parent`."""
+    sim = await start_simulator(users=20, ilc_ratio=0.0, approval_ratio=0.0)
+    client = make_client(sim.url)
+    engine = make_engine(sim, client, redis)
+    ce = _not_started(sim.sim.tenant)
+    scope = course_scope(FEED, ce.course.id)
+    await engine.sweep(scope)
+    await engine.new_events()
+    await sim.control("PATCH", f"records/{ce.id}", {"drill_down": "404"})
+    lesson = ce.lessons[0]
+    started = await client.start_attempt(ce.user.id, ce.course.id, lesson.lesson.id)
+    await engine.sweep(scope)
+    assert [e["subject"] for e in await engine.new_events()] == [ce.id]
+    assert list(await engine.store.quarantined(FEED.name)) == [f"{scope.key}|drill-down:{ce.id}"]
+    await sim.control("PATCH", f"records/{ce.id}", {"drill_down": None})
+    await engine.sweep(scope)
+    (attempt,) = [e for e in await engine.new_events() if e["subject"] == started.attempt_id]
+    assert attempt["data"]["parent"] == {
+        "userId": ce.user.id,
+        "courseId": ce.course.id,
+        "courseEnrollmentId": ce.id,
+        "lessonId": lesson.lesson.id,
+        "lessonEnrollmentId": lesson.id,
+        "fullName": ce.user.full_name,
+    }
 
 
 async def test_the_simulator_serves_attempts_with_absorbs_fields_only(
