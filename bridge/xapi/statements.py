@@ -237,9 +237,7 @@ def _activity(resource: str, record: dict[str, Any], portal: Portal) -> Activity
 def _context(
     event: dict[str, Any], resource: str, record: dict[str, Any], course_id: str, portal: Portal
 ) -> Context:
-    extensions: dict[str, Any] = {EVENT_ID_EXTENSION: str(event["id"])}
-    if event.get("status"):
-        extensions[STATUS_EXTENSION] = str(event["status"])
+    extensions = _extensions(event)
     if resource == "course_enrollment":
         return Context(
             registration=ids.registration(record.get("id"), "data.current.id"),
@@ -264,9 +262,7 @@ def _attempt_context(
 ) -> Context:
     """An attempt's context: the course enrollment as registration, the lesson as parent
     and the course as grouping (the attempt is one try at the lesson, within the course)."""
-    extensions: dict[str, Any] = {EVENT_ID_EXTENSION: str(event["id"])}
-    if event.get("status"):
-        extensions[STATUS_EXTENSION] = str(event["status"])
+    extensions = _extensions(event)
     lesson_id = parent.get("lessonId")
     if not isinstance(lesson_id, str) or not lesson_id.strip():
         raise ValueError(f"data.parent.lessonId {ascii(lesson_id)[:60]} is not an id")
@@ -286,6 +282,14 @@ def _attempt_context(
         platform=PLATFORM,
         extensions=extensions,
     )
+
+
+def _extensions(event: dict[str, Any]) -> dict[str, Any]:
+    """The context extensions: the event's id, and Absorb's status name when it has one."""
+    extensions: dict[str, Any] = {EVENT_ID_EXTENSION: str(event["id"])}
+    if event.get("status"):
+        extensions[STATUS_EXTENSION] = str(event["status"])
+    return extensions
 
 
 def _course(course_id: str, portal: Portal) -> Activity:
