@@ -33,6 +33,8 @@ class Observation(NamedTuple):
     course_id: str | None = None
     #: `digest(raw)` when the caller has it already.
     raw_digest: bytes | None = None
+    #: What a drill-down record belongs to (`data.parent`), known from the drill-down only.
+    parent: dict[str, str] | None = None
 
     @property
     def time(self) -> datetime | None:

@@ -1,4 +1,4 @@
-"""Pending drill-downs: the lesson, chapter and attempt lists of an enrollment still to read.
+"""Drill-downs: what their records belong to, and those still to read.
 
 A drill-down whose replies fail (not an array, an empty body, a 404 for a user or
 lesson deleted meanwhile) is kept in the feed's quarantine under
@@ -15,6 +15,7 @@ from datetime import datetime
 from bridge import clock
 from bridge.absorb.models import parse_timestamp
 from bridge.absorb.timefmt import format_rfc3339
+from bridge.diff import Observation
 
 #: Between the scope key and the enrollment id in a pending drill-down's quarantine key.
 MARK = "drill-down:"
@@ -31,6 +32,29 @@ class DrillDown:
     since: datetime | None
     #: Its `dateEdited` now: the event time of details that carry none.
     time: datetime | None
+
+
+def parent_of(task: DrillDown, lesson: Observation | None = None) -> dict[str, str]:
+    """What a record found by drilling into `task` belongs to: the `data.parent` of its events.
+
+    Lesson and chapter enrollment records name no course, and attempt records name
+    nothing at all, so the drill-down, which knows, says it: the learner, the course
+    and its enrollment; for the attempts of `lesson` (a lesson enrollment) also the
+    lesson, its enrollment, and the learner's `fullName` when that record carries one.
+    Enrollment ids are spelled as the subjects of their own events.
+    """
+    parent = {
+        "userId": task.user_id,
+        "courseId": task.course_id,
+        "courseEnrollmentId": task.parent_id,
+    }
+    if lesson is not None:
+        if isinstance(lesson_id := lesson.raw.get("lessonId"), str):
+            parent["lessonId"] = lesson_id
+        parent["lessonEnrollmentId"] = lesson.id
+        if isinstance(name := lesson.raw.get("fullName"), str):
+            parent["fullName"] = name
+    return parent
 
 
 def quarantine_key(scope_key: str, parent_id: str) -> str:

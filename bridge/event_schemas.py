@@ -2,8 +2,9 @@
 
 `data.current` is described by the Absorb model of the record's resource (fields
 Absorb may add are allowed), `data.previous` by `PreviousFields`, which mirrors
-`Snapshot.fields()`. `python -m bridge.event_schemas docs` writes `docs/events.md`,
-the catalogue with an example of every type, and `docs/schemas/<type>.json`.
+`Snapshot.fields()`, and `data.parent` (drill-down records only) by `ParentFields`.
+`python -m bridge.event_schemas docs` writes `docs/events.md`, the catalogue with an
+example of every type, and `docs/schemas/<type>.json`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.absorb import models
 from bridge.diff import ChangeKind
@@ -42,6 +43,39 @@ class PreviousFields(BaseModel):
     dateCompleted: str | None
 
 
+class ParentFields(BaseModel):
+    """`data.parent` of a record found by drilling into a course enrollment: what it belongs to.
+
+    Lesson and chapter enrollment records name no course, attempt records nothing at
+    all; the drill-down knows. Not in `removed` events, whose snapshot keeps none of it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    userId: str = Field(description="the learner")
+    courseId: str = Field(description="the course")
+    courseEnrollmentId: str = Field(description="the learner's enrollment in the course")
+
+
+class AttemptParentFields(ParentFields):
+    """`data.parent` of an attempt: also its lesson, and the learner's name."""
+
+    lessonId: str = Field(description="the lesson attempted")
+    lessonEnrollmentId: str = Field(description="the learner's enrollment in the lesson")
+    fullName: str | None = Field(
+        default=None,
+        description="the learner's name, from the lesson enrollment (left out when it has none)",
+    )
+
+
+#: The model of `data.parent`, for the resources found by drilling down.
+PARENT_MODELS: dict[Kind, type[ParentFields]] = {
+    Kind.lesson_enrollment: ParentFields,
+    Kind.chapter_enrollment: ParentFields,
+    Kind.attempt: AttemptParentFields,
+}
+
+
 def event_types() -> list[str]:
     """Every event type, `absorb.<resource>.<change>`."""
     return [f"absorb.{kind.name}.{change}" for kind in Kind for change in get_args(ChangeKind)]
@@ -53,19 +87,23 @@ def event_schema(event_type: str) -> dict[str, Any]:
     record = _plain(RECORD_MODELS[Kind[resource]].model_json_schema(by_alias=True))
     previous = _plain(PreviousFields.model_json_schema())
     null = {"type": "null"}
+    properties: dict[str, Any] = {
+        "current": null if change == "removed" else record,
+        "previous": null if change == "created" else previous,
+        "changed": {
+            "type": "array",
+            "items": {"enum": list(PreviousFields.model_fields)},
+            "description": "the tracked fields that differ from the snapshot",
+        },
+    }
+    parent = PARENT_MODELS.get(Kind[resource])
+    if parent is not None and change != "removed":
+        properties["parent"] = _plain(parent.model_json_schema())
     data = {
         "type": "object",
         "additionalProperties": False,
         "required": ["current", "previous", "changed"],
-        "properties": {
-            "current": null if change == "removed" else record,
-            "previous": null if change == "created" else previous,
-            "changed": {
-                "type": "array",
-                "items": {"enum": list(PreviousFields.model_fields)},
-                "description": "the tracked fields that differ from the snapshot",
-            },
-        },
+        "properties": properties,
     }
     schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -120,9 +158,13 @@ def catalogue() -> str:
         "[`schemas/`](schemas/), generated from the models of the records the events carry:",
         "`data.current` is the record as Absorb returned it (fields Absorb adds are allowed),",
         "`data.previous` the stored snapshot, `data.changed` the tracked fields that differ.",
-        "A sink's `personal_data` option may drop or hash fields of `data.current` and",
-        "`data.previous` (see the README). The examples below were made by the bridge's own",
-        "diff and event code from sample records.",
+        "Lesson and chapter enrollments and attempts found by drilling into a course",
+        "enrollment also carry `data.parent`, what the record belongs to, which Absorb's",
+        "records do not say: `userId`, `courseId`, `courseEnrollmentId`, and for an attempt",
+        "`lessonId`, `lessonEnrollmentId` and the learner's `fullName` (when the lesson",
+        "enrollment has one). A sink's `personal_data` option may drop or hash fields of",
+        "`data.current`, `data.previous` and `data.parent` (see the README). The examples",
+        "below were made by the bridge's own diff and event code from sample records.",
         "",
         "| type | when |",
         "|---|---|",

@@ -67,7 +67,8 @@ def event_id(source: str, change: Change, *, time: str | None = None) -> str:
 def cloud_event(source: str, change: Change) -> dict[str, Any]:
     """The CloudEvents 1.0 structured-mode JSON object for a change.
 
-    Attributes without a value are left out (`data` is always there).
+    Attributes without a value are left out (`data` is always there). `data.parent`
+    is there when the record was found by a drill-down: what it belongs to.
     """
     current, previous = change.current, change.previous
     status = current.status if current else (previous.status if previous else None)
@@ -93,6 +94,9 @@ def cloud_event(source: str, change: Change) -> dict[str, Any]:
         "previous": previous.fields() if previous else None,
         "changed": list(change.changed),
     }
+    if current is not None and current.parent is not None:
+        # Beside the record, never in it: `current` stays as Absorb returned it.
+        event["data"]["parent"] = current.parent
     return event
 
 

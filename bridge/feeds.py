@@ -206,10 +206,12 @@ def observe(
     course_id: str | None = None,
     fallback_time: datetime | None = None,
     raw_digest: bytes | None = None,
+    parent: dict[str, str] | None = None,
 ) -> Observation:
     """Read one raw record into an Observation, or raise `Unreadable` saying why.
 
-    `raw_digest` is `snapshots.digest(raw)` when the caller computed it already.
+    `raw_digest` is `snapshots.digest(raw)` when the caller computed it already;
+    `parent` is what a drill-down record belongs to (see `drill_downs.parent_of`).
     """
     if not isinstance(raw, dict):
         raise Unreadable(f"record is a {type(raw).__name__}, not an object", None, "not_an_object")
@@ -237,6 +239,7 @@ def observe(
             fallback_time=time or fallback_time,
             course_id=course_id,
             raw_digest=raw_digest,
+            parent=parent,
         )
     return Observation(
         kind=kind,
@@ -251,6 +254,7 @@ def observe(
         fallback_time=fallback_time,
         course_id=(values.get("courseId") if usable_id(values.get("courseId")) else course_id),
         raw_digest=raw_digest,
+        parent=parent,
     )
 
 

@@ -1,4 +1,4 @@
-"""Dropping or hashing named fields of `data.current` and `data.previous`. Pure functions.
+"""Dropping or hashing named fields of `data.current`, `data.previous`, `data.parent`. Pure.
 
 For audit streams that must not hold personal data: a sink's `personal_data` names
 the fields (Absorb's names, such as `fullName`, `emailAddress`, `username`). A
@@ -29,12 +29,16 @@ class PersonalData:
 
 
 def scrub(event: dict[str, Any], policy: PersonalData) -> dict[str, Any]:
-    """The event with the policy applied to `data.current` and `data.previous` (a copy)."""
+    """The event with the policy applied to `data.current`, `data.previous` and `data.parent`.
+
+    A copy; `data.parent` names the learner of an attempt (`userId`, `fullName`), so
+    it is scrubbed like the record.
+    """
     data = event.get("data")
     if not policy or not isinstance(data, dict):
         return event
     data = dict(data)
-    for part in ("current", "previous"):
+    for part in ("current", "previous", "parent"):
         record = data.get(part)
         if isinstance(record, dict):
             data[part] = _scrubbed(record, policy)

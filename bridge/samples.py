@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
-from bridge import events
+from bridge import drill_downs, events
 from bridge.absorb.models import Status
 from bridge.absorb.timefmt import format_rfc3339
 from bridge.diff import Change, ChangeKind, diff, removed
+from bridge.drill_downs import DrillDown
 from bridge.feeds import observe
 from bridge.personal_data import PersonalData, scrub
 from bridge.sinks.base import Delivery
@@ -46,7 +47,7 @@ def record(kind: Kind, at: datetime, *, status: int, progress: float) -> dict[st
         return {
             "id": _IDS[kind],
             "timeSpentTicks": 9_000_000_000,
-            "status": 1 if done else 0,
+            "status": status,  # InProgress, Complete and Failed are an attempt's numbers too
             "score": score,
             "startDate": _ts(at - timedelta(minutes=15)),
             "completionDate": _ts(at) if done else None,
@@ -120,9 +121,20 @@ def _course_enrollment(
     }
 
 
+def parent(kind: Kind, at: datetime) -> dict[str, str] | None:
+    """`data.parent` of a sample record of `kind`: what a drill-down says it belongs to."""
+    if kind in (Kind.course_enrollment, Kind.session_enrollment):
+        return None
+    task = DrillDown(SAMPLE_ENROLLMENT_ID, SAMPLE_USER_ID, SAMPLE_COURSE_ID, None, at)
+    if kind != Kind.attempt:
+        return drill_downs.parent_of(task)
+    lesson = record(Kind.lesson_enrollment, at, status=Status.InProgress, progress=50.0)
+    return drill_downs.parent_of(task, observe(Kind.lesson_enrollment, lesson))
+
+
 def _observed(kind: Kind, at: datetime, status: int, progress: float) -> Any:
     raw = record(kind, at, status=status, progress=progress)
-    return observe(kind, raw, course_id=SAMPLE_COURSE_ID, fallback_time=at)
+    return observe(kind, raw, course_id=SAMPLE_COURSE_ID, fallback_time=at, parent=parent(kind, at))
 
 
 def change(kind: Kind, what: ChangeKind, at: datetime) -> Change:

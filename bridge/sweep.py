@@ -449,15 +449,26 @@ class _Run:
         raws: Iterable[tuple[Any, bytes | None]],
         quarantine: dict[str, str],
         parent: DrillDown | None = None,
+        belongs_to: dict[str, str] | None = None,
     ) -> list[Observation]:
-        """Read raw records (each with its digest, if known); the unreadable go to `quarantine`."""
+        """Read raw records (each with its digest, if known); the unreadable go to `quarantine`.
+
+        `belongs_to` is what drill-down records belong to (their events' `data.parent`).
+        """
         seen: list[Observation] = []
         course = parent.course_id if parent else self.scope.course_id
         when = parent.time if parent else None
         for raw, hashed in raws:
             try:
                 seen.append(
-                    observe(kind, raw, course_id=course, fallback_time=when, raw_digest=hashed)
+                    observe(
+                        kind,
+                        raw,
+                        course_id=course,
+                        fallback_time=when,
+                        raw_digest=hashed,
+                        parent=belongs_to,
+                    )
                 )
             except Unreadable as e:
                 qkey = f"{self.scope.key}|{e.record_id or _fingerprint(raw)}"
@@ -634,18 +645,19 @@ class _Run:
         ids = {"user_id": task.user_id, "course_id": task.course_id}
         since = task.since
         found: list[Observation] = []
+        belongs_to = drill_downs.parent_of(task)
         if "lessons" in self.feed.details or "attempts" in self.feed.details:
             # modifiedSince is exclusive on some tenants: ask from just before the last edit.
             before = since - _TICK if since is not None and since > _FIRST else None
             params = {"modifiedSince": format_datetime(before) if before else None}
             raws = await self._raw_list(Op.LIST_USER_LESSON_ENROLLMENTS, ids, params)
             found += self._observe_all(
-                Kind.lesson_enrollment, _unhashed(raws), commit.quarantine, task
+                Kind.lesson_enrollment, _unhashed(raws), commit.quarantine, task, belongs_to
             )
         if "chapters" in self.feed.details:
             raws = await self._raw_list(Op.LIST_CHAPTER_ENROLLMENTS, ids, {})
             found += self._observe_all(
-                Kind.chapter_enrollment, _unhashed(raws), commit.quarantine, task
+                Kind.chapter_enrollment, _unhashed(raws), commit.quarantine, task, belongs_to
             )
         stored = await self._snapshots(found, details=True)
         attempts_of: list[Observation] = []
@@ -669,7 +681,11 @@ class _Run:
                 continue
             ids = {"user_id": task.user_id, "course_id": task.course_id, "lesson_id": lesson_id}
             raws = await self._raw_list(Op.LIST_LESSON_ATTEMPTS, ids, {})
-            found += self._observe_all(Kind.attempt, _unhashed(raws), commit.quarantine, task)
+            # Absorb's attempt records name no learner, lesson or course: the drill-down does.
+            belongs_to = drill_downs.parent_of(task, lesson)
+            found += self._observe_all(
+                Kind.attempt, _unhashed(raws), commit.quarantine, task, belongs_to
+            )
         stored = await self._snapshots(found, details=True)
         for obs in found:
             outcome = self._diff_detail(obs, stored[obs.id], task.since)

@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
+from bridge import samples
 from bridge.config import SlackSinkConfig
 from bridge.delivery import SinkWorker
 from bridge.sinks.base import Delivery, SinkError
-from bridge.sinks.slack import SlackSink
+from bridge.sinks.slack import SlackSink, default_message
+from bridge.sinks.stdout import describe
 from bridge.store import Store
 from tests.conftest import free_port
 from tests.engine import put_events, sample_events, settle_worker, sink_worker, statuses_by_subject
@@ -224,6 +226,16 @@ async def test_default_messages_name_learner_course_status_and_score(
         assert section["text"] == {"type": "mrkdwn", "text": message["text"]}
         assert context["elements"][0]["text"].startswith("<!date^1767225")
         assert "course enrollment" in context["elements"][0]["text"]
+
+
+def test_an_attempt_is_named_by_its_learner_from_the_parent() -> None:
+    """An attempt record names no learner: Slack's default message and the stdout line
+    take the learner from `data.parent`."""
+    event = samples.examples()["absorb.attempt.status_changed"]
+    assert default_message(event)["text"].startswith(":white_check_mark: *Test Learner* completed")
+    assert "Test Learner" in describe(event)
+    del event["data"]["parent"]
+    assert default_message(event)["text"].startswith(":white_check_mark: *A learner* completed")
 
 
 async def test_a_template_is_used_for_its_status_then_its_change(

@@ -131,6 +131,41 @@ async def test_lesson_statements_name_their_course_and_a_removal_voids_registere
     }
 
 
+async def test_an_attempts_launch_and_completion_land_under_its_course_registration(
+    lrs: Lrs, statement_schema: jsonschema.protocols.Validator
+) -> None:
+    """An attempt started, then completed with a score, lands in Ralph as `launched`,
+    `completed` and `passed` under the course enrollment's registration: valid xAPI, the
+    learner as actor, the lesson as parent and the course as grouping."""
+    sink = xapi_sink(lrs)
+    enrollment = Enrollment()
+    started = enrollment.event("created", Status.InProgress, kind=Kind.attempt)
+    finished = enrollment.event("status_changed", Status.Complete, kind=Kind.attempt)
+    try:
+        for event in (started, finished):
+            await sink.send(enrollment.delivery(event))
+    finally:
+        await sink.close()
+    stored = await read_statements(lrs, registration=enrollment.enrollment_id)
+    assert verbs(stored) == ["completed", "launched", "passed"]
+    for statement in stored:
+        statement_schema.validate(statement)
+        assert statement["actor"]["name"] == "Test Learner"
+        assert statement["actor"]["account"] == {"homePage": SOURCE, "name": enrollment.user_id}
+        assert statement["object"]["id"] == f"{SOURCE}/xapi/attempt/{enrollment.attempt_id}"
+        activities = statement["context"]["contextActivities"]
+        assert [a["id"] for a in activities["parent"]] == [
+            f"{SOURCE}/xapi/lesson/{enrollment.lesson_id}"
+        ]
+        assert [a["id"] for a in activities["grouping"]] == [
+            f"{SOURCE}/xapi/course/{enrollment.course_id}"
+        ]
+    (launched,) = [s for s in stored if s["verb"]["id"] == ADL + "launched"]
+    assert (
+        launched["context"]["extensions"]["urn:absorb-bridge:xapi:cloudevent-id"] == started["id"]
+    )
+
+
 def _voiding_id(sink: XapiSink, enrollment: Enrollment, event: dict[str, Any]) -> str:
     (statement,) = sink.statements(enrollment.delivery(event))
     return str(statement["id"])

@@ -9,7 +9,6 @@ from typing import Any
 import jsonschema
 import pytest
 
-from bridge import samples
 from bridge.absorb.models import Status
 from bridge.snapshots import Kind
 from bridge.xapi import MappingError, Portal, statements_for
@@ -227,11 +226,123 @@ def test_a_malformed_event_is_a_mapping_error(event: dict[str, Any]) -> None:
         statements_for(event, "", PORTAL)
 
 
-def test_an_attempt_without_a_learner_says_so() -> None:
-    """Absorb's attempt records name no learner: the error says which field is missing."""
-    attempt = samples.examples()["absorb.attempt.status_changed"]
-    with pytest.raises(MappingError, match="userId None names no learner"):
-        statements_for(attempt, "", PORTAL)
+@pytest.mark.parametrize(
+    ("change", "status", "expected"),
+    [
+        ("created", Status.InProgress, ["launched"]),
+        ("created", Status.Complete, ["launched", "completed", "passed"]),
+        ("created", Status.Failed, ["launched", "failed"]),
+        ("status_changed", Status.Complete, ["completed", "passed"]),
+        ("status_changed", Status.Failed, ["failed"]),
+    ],
+)
+def test_the_verb_table_of_attempts(change: Any, status: Status, expected: list[str]) -> None:
+    """An attempt is launched, not registered; one first seen finished is launched too."""
+    enrollment = Enrollment()
+    event = enrollment.event(change, status, kind=Kind.attempt)
+    assert verbs_of(build(enrollment, event)) == expected
+
+
+def test_an_attempt_statement_names_learner_lesson_course_and_enrollment() -> None:
+    """From `data.parent`: the learner is the actor, the course enrollment the registration,
+    the lesson the parent and the course the grouping; the attempt is the object, and its
+    `launched` is timed at its startDate with no result."""
+    enrollment = Enrollment()
+    event = enrollment.event("created", Status.Complete, kind=Kind.attempt, score=80.0)
+    launched, completed, passed = build(enrollment, event)
+    attempt = {
+        "objectType": "Activity",
+        "id": f"{SOURCE}/xapi/attempt/{enrollment.attempt_id}",
+        "definition": {"type": "http://adlnet.gov/expapi/activities/attempt"},
+    }
+    context = {
+        "registration": enrollment.enrollment_id,
+        "contextActivities": {
+            "parent": [
+                {
+                    "objectType": "Activity",
+                    "id": f"{SOURCE}/xapi/lesson/{enrollment.lesson_id}",
+                    "definition": {"type": "http://adlnet.gov/expapi/activities/lesson"},
+                }
+            ],
+            "grouping": [
+                {
+                    "objectType": "Activity",
+                    "id": f"{SOURCE}/xapi/course/{enrollment.course_id}",
+                    "definition": {"type": "https://w3id.org/xapi/cmi5/activitytype/course"},
+                }
+            ],
+        },
+        "platform": "Absorb LMS",
+        "extensions": {
+            EVENT_ID_EXTENSION: event["id"],
+            "urn:absorb-bridge:xapi:absorb-status": "Complete",
+        },
+    }
+    assert launched == {
+        "id": str(statement_id(event["id"], ADL + "launched")),
+        "actor": {
+            "objectType": "Agent",
+            "name": "Test Learner",
+            "account": {"homePage": SOURCE, "name": enrollment.user_id},
+        },
+        "verb": {"id": ADL + "launched", "display": {"en-US": "launched"}},
+        "object": attempt,
+        "context": context,
+        "timestamp": "2026-03-02T14:15:00Z",
+    }
+    assert completed["timestamp"] == "2026-03-02T14:30:00Z"
+    assert completed["result"] == {
+        "score": {"scaled": 0.8, "raw": 80.0, "min": 0.0, "max": 100.0},
+        "success": True,
+        "completion": True,
+        "duration": "PT15M",
+    }
+    for statement in (completed, passed):
+        assert statement["actor"] == launched["actor"]
+        assert statement["object"] == attempt
+        assert statement["context"] == context
+
+
+def test_an_attempt_statement_validates_as_xapi(
+    statement_schema: jsonschema.protocols.Validator,
+) -> None:
+    """Every statement of an attempt meets the xAPI 1.0.3 statement schema."""
+    enrollment = Enrollment()
+    for change, status in (("created", Status.Complete), ("status_changed", Status.Failed)):
+        for statement in build(enrollment, enrollment.event(change, status, kind=Kind.attempt)):
+            statement_schema.validate(statement)
+
+
+def test_an_attempt_event_without_a_parent_says_so() -> None:
+    """An attempt event made before `data.parent` existed cannot name its learner: the error
+    says so, naming the event."""
+    enrollment = Enrollment()
+    event = enrollment.event("status_changed", Status.Complete, kind=Kind.attempt)
+    del event["data"]["parent"]
+    with pytest.raises(MappingError) as caught:
+        build(enrollment, event)
+    assert "data.parent is missing" in str(caught.value)
+    assert event["id"] in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("userId", None, "data.parent.userId None names no learner"),
+        ("userId", " ", "data.parent.userId ' ' names no learner"),
+        ("courseEnrollmentId", "E-1001", "data.parent.courseEnrollmentId 'E-1001' is not a GUID"),
+        ("lessonId", None, "data.parent.lessonId None is not an id"),
+    ],
+)
+def test_a_hostile_attempt_parent_names_the_field(field: str, value: Any, named: str) -> None:
+    """An odd `data.parent` fails its event alone, with a MappingError naming the field."""
+    enrollment = Enrollment()
+    event = enrollment.event("status_changed", Status.Failed, kind=Kind.attempt)
+    event["data"]["parent"][field] = value
+    with pytest.raises(MappingError) as caught:
+        build(enrollment, event)
+    assert named in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bridge import events, samples
+from bridge import drill_downs, events, samples
 from bridge.absorb.models import Status
 from bridge.diff import ChangeKind, diff, removed
+from bridge.drill_downs import DrillDown
 from bridge.feeds import observe
 from bridge.sinks.base import Delivery
 from bridge.snapshots import Kind
@@ -35,12 +36,15 @@ class Enrollment:
     user_id: str = field(default_factory=_guid)
     lesson_enrollment_id: str = field(default_factory=_guid)
     lesson_id: str = field(default_factory=_guid)
+    attempt_id: str = field(default_factory=_guid)
 
     def record(
         self, kind: Kind, status: Status, *, at: datetime = AT, **fields: Any
     ) -> dict[str, Any]:
         """The record Absorb would return, with this enrollment's ids and `fields` on top."""
         raw = samples.record(kind, at, status=status, progress=_progress(status))
+        if kind == Kind.attempt:  # Absorb's attempts name no learner, lesson or course
+            return {**raw, "id": self.attempt_id, **fields}
         raw["userId"] = self.user_id
         if kind == Kind.course_enrollment:
             raw.update(id=self.enrollment_id, courseId=self.course_id)
@@ -69,7 +73,8 @@ class Enrollment:
         if change == "removed":
             subject = previous_raw["id"]
             return events.cloud_event(SOURCE, removed(kind, subject, previous))
-        seen = observe(kind, self.record(kind, status, at=at, **fields), course_id=self.course_id)
+        raw = self.record(kind, status, at=at, **fields)
+        seen = observe(kind, raw, course_id=self.course_id, parent=self.parent(kind, at))
         found = diff(
             None if change == "created" else previous,
             seen,
@@ -78,6 +83,16 @@ class Enrollment:
         ).changes
         assert [c.change for c in found] == [change], found
         return events.cloud_event(SOURCE, found[0])
+
+    def parent(self, kind: Kind, at: datetime = AT) -> dict[str, str] | None:
+        """`data.parent` of a record of `kind` a drill-down of this enrollment found."""
+        if kind in (Kind.course_enrollment, Kind.session_enrollment):
+            return None
+        task = DrillDown(self.enrollment_id, self.user_id, self.course_id, None, at)
+        if kind != Kind.attempt:
+            return drill_downs.parent_of(task)
+        lesson = self.record(Kind.lesson_enrollment, Status.InProgress, at=at)
+        return drill_downs.parent_of(task, observe(Kind.lesson_enrollment, lesson))
 
     def delivery(self, event: dict[str, Any]) -> Delivery:
         """The event as a sink receives it."""

@@ -194,7 +194,7 @@ def delivery_options(config: Config) -> dict[str, DeliveryOptions]:
 
 
 def personal_data(sink: SinkConfig) -> PersonalData | None:
-    """What the sink drops or hashes of `data.current` and `data.previous`, if anything."""
+    """What the sink drops or hashes of `data.current`, `.previous`, `.parent`, if any."""
     option = sink.personal_data
     if option is None:
         return None

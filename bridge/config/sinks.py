@@ -33,7 +33,7 @@ from bridge.config.values import AnyDuration, ExistingFile, PositiveDuration, Sl
 
 
 class PersonalDataConfig(_Model):
-    """Fields of `data.current` and `data.previous` a sink drops or hashes (Absorb's names)."""
+    """Fields of `data.current`, `.previous`, `.parent` a sink drops or hashes (Absorb's names)."""
 
     secret_keys: ClassVar[tuple[str, ...]] = ("hash_key",)
 

@@ -156,11 +156,14 @@ def default_message(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _facts(event: dict[str, Any]) -> dict[str, Any]:
-    current: dict[str, Any] = (event.get("data") or {}).get("current") or {}
+    data = event.get("data") or {}
+    current: dict[str, Any] = data.get("current") or {}
+    # An attempt record names no learner; the drill-down put its learner in `data.parent`.
+    parent: dict[str, Any] = data.get("parent") or {}
     named = " ".join(str(current[k]) for k in ("firstName", "lastName") if current.get(k))
     learner = str(
         current.get("fullName") or named or current.get("username") or current.get("userId")
-        or "A learner"
+        or parent.get("fullName") or parent.get("userId") or "A learner"
     )  # fmt: skip
     course = str(current.get("courseName") or current.get("name") or "a course")
     score = current.get("score")

@@ -33,10 +33,17 @@ class StdoutSink:
 
 def describe(event: dict[str, Any]) -> str:
     """A one-line, human description of an event: time, learner, course, transition, score."""
-    current = (event.get("data") or {}).get("current") or {}
+    data = event.get("data") or {}
+    current = data.get("current") or {}
+    # An attempt record names no learner; the drill-down put its learner in `data.parent`.
+    parent: dict[str, Any] = data.get("parent") or {}
     kind = str(event.get("type", "")).split(".")[1:2] or ["?"]
     change = str(event.get("type", "")).rsplit(".", 1)[-1]
-    who = current.get("fullName") or ("(attempt)" if kind[0] == "attempt" else event.get("subject"))
+    who = (
+        current.get("fullName")
+        or parent.get("fullName")
+        or ("(attempt)" if kind[0] == "attempt" else event.get("subject"))
+    )
     what = current.get("courseName") or current.get("name") or ""
     previous, status = event.get("previousstatus"), event.get("status")
     if change == "status_changed":

@@ -132,9 +132,14 @@ class Result(_Part):
 
 
 class ContextActivities(_Part):
-    """The course a lesson, chapter, session or attempt belongs to."""
+    """What a statement's activity belongs to: its `parent`, and a wider `grouping`.
+
+    A lesson, chapter or session has its course as parent; an attempt its lesson,
+    with the course as grouping.
+    """
 
     parent: list[Activity] = Field(min_length=1)
+    grouping: list[Activity] | None = Field(default=None, min_length=1)
 
 
 class Context(_Part):

@@ -81,8 +81,9 @@ _OBJECTS = {
 def statements_for(event: dict[str, Any], course_id: str, portal: Portal) -> list[dict[str, Any]]:
     """The statements of one event, as JSON-ready bodies, checked against the xAPI models.
 
-    `course_id` is the course the event belongs to (the parent of lesson, chapter,
-    session and attempt statements). An empty list for an event the table maps to
+    `course_id` is the course the event belongs to (the parent of lesson, chapter and
+    session statements; an attempt's course comes from its `data.parent`, this one
+    standing in only when that names none). An empty list for an event the table maps to
     no verb (a status such as PendingApproval). Raises `MappingError`.
     """
     event_id = str(event.get("id", ""))
@@ -113,9 +114,14 @@ def _build(event: dict[str, Any], course_id: str, portal: Portal) -> list[Statem
     chosen = verbs.for_event(resource, change, status, scored=score is not None)
     if not chosen:
         return []
-    actor = _actor(record, portal)
+    if resource == "attempt":
+        parent = _attempt_parent(data)
+        actor = _actor(parent, portal, "data.parent")
+        context = _attempt_context(event, parent, course_id, portal)
+    else:
+        actor = _actor(record, portal, "data.current")
+        context = _context(event, resource, record, course_id, portal)
     activity = _activity(resource, record, portal)
-    context = _context(event, resource, record, course_id, portal)
     timestamp = _timestamp(event)
     return [
         Statement(
@@ -123,12 +129,34 @@ def _build(event: dict[str, Any], course_id: str, portal: Portal) -> list[Statem
             actor=actor,
             verb=Verb(id=verb.id, display={portal.language: verb.display}),
             object=activity,
-            result=_result(verb, record, score),
+            result=None if verb is verbs.LAUNCHED else _result(verb, record, score),
             context=context,
-            timestamp=timestamp,
+            timestamp=(_started(record) or timestamp) if verb is verbs.LAUNCHED else timestamp,
         )
         for verb in chosen
     ]
+
+
+def _attempt_parent(data: Any) -> dict[str, Any]:
+    """Whose attempt, of which lesson: `data.parent`, which the drill-down puts beside it."""
+    parent = data.get("parent")
+    if not isinstance(parent, dict):
+        raise ValueError(
+            "data.parent is missing, and an attempt record names no learner, lesson or "
+            "course: an event queued before the bridge recorded them cannot be a statement"
+        )
+    return parent
+
+
+def _started(record: dict[str, Any]) -> datetime | None:
+    """When an attempt was launched: its `startDate`, in UTC (None: Absorb gave none)."""
+    start = record.get("startDate")
+    if not isinstance(start, str):
+        return None
+    try:
+        return parse_timestamp(start)
+    except ValueError:
+        raise ValueError(f"data.current.startDate {ascii(start)[:40]} is not a timestamp") from None
 
 
 def _statement_id(
@@ -179,16 +207,16 @@ def _type(event: dict[str, Any]) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-def _actor(record: dict[str, Any], portal: Portal) -> Agent:
-    name = record.get("fullName") if isinstance(record.get("fullName"), str) else None
-    email = record.get("emailAddress")
+def _actor(learner: dict[str, Any], portal: Portal, where: str) -> Agent:
+    """The learner named by `learner` (the record, or an attempt's `data.parent`: `where`)."""
+    name = learner.get("fullName") if isinstance(learner.get("fullName"), str) else None
+    email = learner.get("emailAddress")
     if portal.actor == "mbox" and isinstance(email, str) and email.strip():
         return Agent(name=name, mbox=f"mailto:{email.strip()}")
-    user_id = record.get("userId")
+    user_id = learner.get("userId")
     if not isinstance(user_id, str) or not user_id.strip():
         raise ValueError(
-            f"data.current.userId {ascii(user_id)[:60]} names no learner, so the statement "
-            "has no actor"
+            f"{where}.userId {ascii(user_id)[:60]} names no learner, so the statement has no actor"
         )
     return Agent(name=name, account=Account(homePage=portal.home_page, name=user_id))
 
@@ -209,9 +237,7 @@ def _activity(resource: str, record: dict[str, Any], portal: Portal) -> Activity
 def _context(
     event: dict[str, Any], resource: str, record: dict[str, Any], course_id: str, portal: Portal
 ) -> Context:
-    extensions: dict[str, Any] = {EVENT_ID_EXTENSION: str(event["id"])}
-    if event.get("status"):
-        extensions[STATUS_EXTENSION] = str(event["status"])
+    extensions = _extensions(event)
     if resource == "course_enrollment":
         return Context(
             registration=ids.registration(record.get("id"), "data.current.id"),
@@ -220,20 +246,55 @@ def _context(
         )
     parents = None
     if course_id:  # the delivery's course, which the engine always knows
-        course = Activity(
-            id=portal.iri("course", course_id), definition=ActivityDefinition(type=CMI5_COURSE)
-        )
-        parents = ContextActivities(parent=[course])
-    registration = None
-    if resource != "attempt":  # an attempt names neither its lesson nor its enrollment
-        registration = ids.registration(
-            record.get("courseEnrollmentId"), "data.current.courseEnrollmentId"
-        )
+        parents = ContextActivities(parent=[_course(course_id, portal)])
     return Context(
-        registration=registration,
+        registration=ids.registration(
+            record.get("courseEnrollmentId"), "data.current.courseEnrollmentId"
+        ),
         contextActivities=parents,
         platform=PLATFORM,
         extensions=extensions,
+    )
+
+
+def _attempt_context(
+    event: dict[str, Any], parent: dict[str, Any], course_id: str, portal: Portal
+) -> Context:
+    """An attempt's context: the course enrollment as registration, the lesson as parent
+    and the course as grouping (the attempt is one try at the lesson, within the course)."""
+    extensions = _extensions(event)
+    lesson_id = parent.get("lessonId")
+    if not isinstance(lesson_id, str) or not lesson_id.strip():
+        raise ValueError(f"data.parent.lessonId {ascii(lesson_id)[:60]} is not an id")
+    lesson = Activity(
+        id=portal.iri("lesson", lesson_id),
+        definition=ActivityDefinition(type=ADL_ACTIVITY + "lesson"),
+    )
+    course = parent.get("courseId")
+    course = course if isinstance(course, str) and course.strip() else course_id
+    return Context(
+        registration=ids.registration(
+            parent.get("courseEnrollmentId"), "data.parent.courseEnrollmentId"
+        ),
+        contextActivities=ContextActivities(
+            parent=[lesson], grouping=[_course(course, portal)] if course else None
+        ),
+        platform=PLATFORM,
+        extensions=extensions,
+    )
+
+
+def _extensions(event: dict[str, Any]) -> dict[str, Any]:
+    """The context extensions: the event's id, and Absorb's status name when it has one."""
+    extensions: dict[str, Any] = {EVENT_ID_EXTENSION: str(event["id"])}
+    if event.get("status"):
+        extensions[STATUS_EXTENSION] = str(event["status"])
+    return extensions
+
+
+def _course(course_id: str, portal: Portal) -> Activity:
+    return Activity(
+        id=portal.iri("course", course_id), definition=ActivityDefinition(type=CMI5_COURSE)
     )
 
 

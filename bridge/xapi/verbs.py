@@ -61,6 +61,9 @@ def for_event(resource: str, change: str, status: str | None, *, scored: bool) -
     verb = BY_STATUS.get(status or "")
     if verb is ATTEMPTED and attempt:
         verb = LAUNCHED
+    elif verb is not None and attempt and change == "created":
+        # First seen already finished: it was launched all the same (at its startDate).
+        verbs.append(LAUNCHED)
     if verb is None or (verb is ATTEMPTED and change == "created"):
         return verbs
     verbs.append(verb)
