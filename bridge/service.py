@@ -3,43 +3,44 @@
 Its loops are steppable: `sweep_once()` sweeps every scope that is due and whose
 lease this replica can take, `deliver_once()` moves the outbox to the sinks. The
 daemon repeats their steps, each loop under `bridge.supervise` so that no exception
-ends it; tests call the steps directly.
+ends it; tests call the steps directly. What the loops do lives with its stage:
+`schedule.runner` picks the scopes, `schedule.leased` sweeps one under its lease,
+`delivery.lanes` opens each sink and runs its delivery loops, `upkeep` watches Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from bridge import clock, logs, metrics, replicas
 from bridge.absorb.client import AbsorbClient
 from bridge.delivery import SinkWorker
+from bridge.delivery.lanes import DeliveryLanes
 from bridge.delivery.policy import DEFAULT_SCHEDULE_S
-from bridge.errors import AbsorbError, BridgeError
+from bridge.errors import BridgeError
 from bridge.feeds import FeedSpec, Scope, course_scope, discover_scopes, scopes_of_user
 from bridge.hints import Hints
 from bridge.notices import NoticeListener
 from bridge.notices.resolve import NoticeResolver
 from bridge.personal_data import PersonalData
 from bridge.routes import Route
+from bridge.schedule.leased import LeasedSweeps
 from bridge.schedule.runner import Scheduler
 from bridge.sinks.base import Sink
-from bridge.store import Fenced, Store
+from bridge.store import Store
 from bridge.supervise import Bounds, Supervisor
 from bridge.sweep import Sweeper, SweepResult
 from bridge.upkeep import Upkeep
 
 log = structlog.get_logger(__name__)
-
-#: How long a sink's loop rests when it found nothing to feed or deliver.
-_IDLE_DELIVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,6 @@ class Bridge:
         self.timing = timing or Timing()
         self.sweeper = Sweeper(client, store, source=source, page_size=page_size)
         self.feeds = [_Feed(spec) for spec in feeds]
-        self.sinks = list(sinks)
         options = delivery or {}
         self.workers = [
             _worker(store, sink, routes, options.get(sink.name, DeliveryOptions()))
@@ -136,10 +136,6 @@ class Bridge:
             requests_per_s=self.timing.requests_per_s,
             stop=self._stop,
         )
-        self._opening: list[asyncio.Task[None]] = []
-        self._delivering: list[asyncio.Task[None]] = []
-        self._opened: list[SinkWorker] = []
-        self._started: set[str] = set()
         self._upkeep: list[asyncio.Task[None]] = []
         self._stopped = False
         #: Per dependency: "ok" or what is wrong with it ("starting" until first checked).
@@ -154,6 +150,16 @@ class Bridge:
             requests_per_s=self.timing.requests_per_s,
             check_settings=check_redis_settings,
         )
+        self.leased = LeasedSweeps(
+            store=store,
+            sweeper=self.sweeper,
+            scheduler=self.scheduler,
+            loops=self.loops,
+            health=self.health,
+            lease_ttl_s=self.timing.lease_ttl_s,
+            data_losses=lambda: self.upkeep.data_losses,
+        )
+        self.lanes = DeliveryLanes(self.workers, self.loops, self._stop, self.check_redis_data)
         self.notices = (
             None
             if notices is None
@@ -186,17 +192,7 @@ class Bridge:
                     feed=name,
                 )
             )
-        for worker in self.workers:
-            name = worker.sink.name
-            opening = spawn(
-                f"open:{name}",
-                partial(self._open_step, worker),
-                idle_s=_IDLE_DELIVERY_S,
-                until_done=True,
-                sink=name,
-            )
-            opening.add_done_callback(partial(self._sink_opened, worker))
-            self._opening.append(opening)
+        self.lanes.start()
         self._upkeep = [
             spawn("stats", self._stats_step, idle_s=t.stats_interval_s),
             spawn("trim", self._trim_step, idle_s=t.trim_interval_s, rest_first=True),
@@ -253,22 +249,16 @@ class Bridge:
         running = asyncio.get_running_loop()
         deadline = running.time() + self.timing.grace_s
         await _finish([*self._sweeping, *self.scheduler.running.values()], self.timing.grace_s)
-        await _finish([*self._opening, *self._delivering], max(0.0, deadline - running.time()))
+        lanes = [*self.lanes.opening, *self.lanes.delivering]
+        await _finish(lanes, max(0.0, deadline - running.time()))
         # Sweeping has stopped: deliver what the last sweeps wrote, until caught up or
         # the grace period ends.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(self._drain(w) for w in self._opened)),
-                max(0.0, deadline - running.time()),
-            )
+            await asyncio.wait_for(self.lanes.drain(), max(0.0, deadline - running.time()))
         await _finish(self._upkeep, 1.0)  # a stats step under way ends, not cut mid-command
         with contextlib.suppress(RedisError):  # it expires by itself anyway
             await replicas.withdraw(self.store.redis, self.store.prefix, self.replica_id)
-        for worker in self.workers:
-            with contextlib.suppress(RedisError):  # the feeder lease runs out by itself anyway
-                await worker.release()
-        for sink in self.sinks:
-            await sink.close()
+        await self.lanes.close()
 
     # -- sweeping --------------------------------------------------------------------------
 
@@ -339,79 +329,7 @@ class Bridge:
         Unless `anyway`, a scope some replica swept within its interval since this
         one ranked it is left alone (None): replicas share the schedule.
         """
-        feed, ttl_ms = scope.feed.name, int(self.timing.lease_ttl_s * 1000)
-        token = await self.store.acquire(feed, scope.key, ttl_ms)
-        if token is None:
-            return None
-        if not anyway and await self.scheduler.swept_since(scope):
-            await self.store.release(feed, scope.key, token)
-            return None
-        lease_done = asyncio.Event()
-        renewer = self.loops.spawn(
-            "renew",
-            partial(self._renew_step, scope, token, ttl_ms),
-            idle_s=ttl_ms / 3000,
-            until_done=True,
-            rest_first=True,
-            watched=False,
-            stop=lease_done,
-            feed=feed,
-            scope=scope.key,
-        )
-        held = metrics.LEASES_HELD.labels(feed)
-        held.inc()
-        started, losses = clock.monotonic(), self.upkeep.data_losses
-        began = clock.now().timestamp()
-        try:
-            result = await self.sweeper.sweep(scope, token, full=full)
-            # Recorded under the lease: a replica that takes it next sees this sweep.
-            await self.scheduler.swept(
-                scope, started=began, changed=result.changed, cost=result.pages
-            )
-        except Fenced as e:
-            log.warning("sweep.fenced", feed=feed, scope=scope.key, error=str(e))
-            metrics.SWEEPS.labels(feed, "fenced").inc()
-            return None
-        except BridgeError as e:
-            log.error("sweep.scope_failed", feed=feed, scope=scope.key, error=str(e))
-            metrics.SWEEPS.labels(feed, "failed").inc()
-            if isinstance(e, AbsorbError):
-                self.health["absorb"] = str(e)[:300]
-            await self.store.set_scope_state(feed, scope.key, {"last_error": str(e)[:500]})
-            return None
-        finally:
-            held.dec()
-            metrics.SWEEP_DURATION.labels(feed).observe(clock.monotonic() - started)
-            lease_done.set()
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(RedisError):  # the lease expires by itself anyway
-                await self.store.release(feed, scope.key, token)
-        if self.upkeep.data_losses != losses:
-            await self.store.drop_unfounded_baseline(feed, scope.key)
-        self.health["absorb"] = "ok"
-        metrics.SWEEPS.labels(feed, "ok").inc()
-        metrics.RECORDS_READ.labels(feed).inc(result.records)
-        for event_type, count in result.types.items():
-            metrics.EVENTS_EMITTED.labels(feed, event_type).inc(count)
-        (log.info if result.events else log.debug)(
-            "sweep.done",
-            feed=feed,
-            scope=scope.key,
-            records=result.records,
-            events=result.events,
-            pages=result.pages,
-            full=full,
-        )
-        return result
-
-    async def _renew_step(self, scope: Scope, token: str, ttl_ms: int) -> bool:
-        """Extend a sweep's lease; true once it is lost (its loop then ends)."""
-        if await self.store.renew(scope.feed.name, scope.key, token, ttl_ms):
-            return False
-        log.warning("lease.lost", feed=scope.feed.name, scope=scope.key)
-        return True
+        return await self.leased.sweep(scope, full=full, anyway=anyway)
 
     async def _discover_step(self, feed: _Feed) -> bool:
         """Ask Absorb for a feed's scopes again (an every-course feed's course list)."""
@@ -438,56 +356,6 @@ class Bridge:
             if feed.discovered_at is None:
                 raise
 
-    # -- delivering ------------------------------------------------------------------------
-
-    async def _open_step(self, worker: SinkWorker) -> bool:
-        """Open a sink (once, though creating its consumer group may need another try)."""
-        if worker.sink.name not in self._started:
-            await worker.sink.start()
-            self._started.add(worker.sink.name)
-        await worker.setup()
-        return True
-
-    def _sink_opened(self, worker: SinkWorker, opening: asyncio.Task[None]) -> None:
-        """Once a sink is open, its feed and each delivery lane repeat on their own.
-
-        Redis runs one's script while this process prepares another's batch.
-        """
-        name = worker.sink.name
-        if self._stop.is_set() or not self.loops.loops[f"open:{name}"].finished:
-            return
-        self._opened.append(worker)
-        steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [(f"feed:{name}", worker.feed_once)]
-        steps += [(f"deliver:{name}:{n + 1}", worker.deliver_once) for n in range(worker.lanes)]
-        for loop, step in steps:
-            self._delivering.append(
-                self.loops.spawn(
-                    loop,
-                    partial(self._delivery_step, worker, step),
-                    idle_s=_IDLE_DELIVERY_S,
-                    sink=name,
-                )
-            )
-
-    async def _delivery_step(self, worker: SinkWorker, step: Callable[[], Awaitable[int]]) -> int:
-        try:
-            return await step()
-        except ResponseError as e:
-            if "NOGROUP" in str(e):
-                # The sink's consumer group is gone: Redis may have lost its data.
-                await self._regroup(worker)
-            raise
-
-    async def _drain(self, worker: SinkWorker) -> None:
-        async def drain() -> None:
-            while await self._deliver_step(worker):
-                pass
-
-        await self.loops.attempt(f"drain:{worker.sink.name}", drain, sink=worker.sink.name)
-
-    async def _deliver_step(self, worker: SinkWorker) -> bool:
-        return await worker.step()
-
     # -- Redis and stats ------------------------------------------------------------------
 
     async def _stats_step(self) -> bool:
@@ -502,12 +370,6 @@ class Bridge:
     async def check_redis_data(self) -> bool:
         """Whether Redis lost the bridge's data since the last look (then recovered from it)."""
         return await self.upkeep.check_redis_data()
-
-    async def _regroup(self, worker: SinkWorker) -> None:
-        """A sink's consumer group is gone: recover all if Redis lost its data, else the group."""
-        if not await self.check_redis_data():
-            log.warning("sink.group_recreated", sink=worker.sink.name)
-            await worker.setup()
 
     async def refresh_stats(self) -> None:
         """Check Redis (reachable, settings, data not lost) and set the gauges that need it."""
@@ -532,11 +394,7 @@ class Bridge:
 
     async def deliver_once(self) -> int:
         """Feed and deliver every sink until nothing more goes; returns the events delivered."""
-        before = sum(w.delivered for w in self.workers)
-        for worker in self.workers:
-            while await self._deliver_step(worker):
-                pass
-        return sum(w.delivered for w in self.workers) - before
+        return await self.lanes.deliver_once()
 
 
 def _worker(
