@@ -213,8 +213,11 @@ class RabbitServer:
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        """Start the node and return once a real AMQP connection to it succeeds."""
+    def start(self, timeout_s: float = 60.0, *, fail: bool = True) -> bool:
+        """Start the node and return once a real AMQP connection to it succeeds.
+
+        When it does not start in time: fail the test, or with `fail=False` return False.
+        """
         (self.workdir / "enabled_plugins").write_text("")
         (self.workdir / "rabbitmq.conf").write_text(_RABBITMQ_CONF)
         with self.log_path.open("ab") as log:
@@ -229,10 +232,12 @@ class RabbitServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._proc.poll() is None:
             if _accepts(self.port) and _amqp_connects(self.url):
-                return
+                return True
             time.sleep(0.2)
         self.stop()
-        pytest.fail(f"rabbitmq-server did not start:\n{_tail(self.log_path)}", pytrace=False)
+        if fail:
+            pytest.fail(f"rabbitmq-server did not start:\n{_tail(self.log_path)}", pytrace=False)
+        return False
 
     def stop(self) -> None:
         """Stop the node and its port mapper."""
@@ -248,6 +253,17 @@ class RabbitServer:
                 timeout=10,
                 check=False,
             )
+
+
+def _new_node(workdir: Path) -> RabbitServer:
+    """A started node. Its ports are picked free before it binds them, so another process
+    may take one first: a node that does not start gets a second try on other ports."""
+    for n in (1, 2):
+        (workdir / f"node{n}").mkdir()
+        server = RabbitServer(workdir / f"node{n}")
+        if server.start(fail=n == 2):
+            return server
+    raise AssertionError("unreachable: the second try fails the test")
 
 
 def _amqp_connects(url: str) -> bool:
@@ -278,9 +294,8 @@ def amqp_url() -> Iterator[str]:
         yield given
         return
     with tempfile.TemporaryDirectory(prefix="absorb-rabbit-") as workdir:
-        server = RabbitServer(Path(workdir))
+        server = _new_node(Path(workdir))
         try:
-            server.start()
             yield server.url
         finally:
             server.stop()
@@ -290,9 +305,8 @@ def amqp_url() -> Iterator[str]:
 def rabbit_server() -> Iterator[RabbitServer]:
     """A private RabbitMQ node for this test alone (~5 s), which it may stop and start again."""
     with tempfile.TemporaryDirectory(prefix="absorb-rabbit-") as workdir:
-        server = RabbitServer(Path(workdir))
+        server = _new_node(Path(workdir))
         try:
-            server.start()
             yield server
         finally:
             server.stop()
