@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,48 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def daemon_config(
+    path: Path,
+    *,
+    sim_url: str,
+    redis_url: str,
+    prefix: str,
+    interval_s: float,
+    sinks: str,
+    routes: str,
+    api_key: str = "K",
+    max_requests_per_second: float = 100,
+    webhooks: str = "",
+) -> Path:
+    """Write the config a real `run` process gets in the end-to-end tests: the simulator as
+    Absorb (user U, password W), one every-course feed whose `interval` is also its
+    `max_interval`, and the given `sinks:` and `routes:` entries (YAML list items)."""
+    path.write_text(
+        f"""
+absorb:
+  base_url: {sim_url}
+  api_key: {api_key}
+  username: U
+  password: W
+  max_requests_per_second: {max_requests_per_second:g}
+{webhooks}redis:
+  url: {redis_url}
+  prefix: {prefix}
+http:
+  listen: 127.0.0.1:0
+feeds:
+  - name: courses
+    resource: course_enrollments
+    interval: {interval_s:g}s
+    max_interval: {interval_s:g}s
+    lookback: 5s
+sinks:
+{sinks}routes:
+{routes}"""
+    )
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -13,17 +13,18 @@ import jsonschema
 import redis.asyncio as aioredis
 
 from bridge import samples
+from bridge.absorb.client import AbsorbClient
 from bridge.absorb.models import Attempt, AttemptStatus, FinishAttempt, Status
 from bridge.absorb.paths import Op
 from bridge.diff import removed
 from bridge.events import cloud_event
-from bridge.feeds import FeedSpec, course_scope
+from bridge.feeds import FeedSpec, Scope, course_scope
 from bridge.personal_data import PersonalData, scrub
 from bridge.simulator.records import CourseEnrollmentRec
 from bridge.snapshots import Kind
 from bridge.xapi import Portal, statements_for
-from tests.conftest import MakeClient, StartSimulator
-from tests.engine import make_engine
+from tests.conftest import MakeClient, SimHandle, StartSimulator
+from tests.engine import Engine, make_engine
 
 FEED = FeedSpec(
     name="deep",
@@ -41,6 +42,20 @@ def _not_started(tenant: Any) -> CourseEnrollmentRec:
     return enrollment
 
 
+async def _baselined(
+    start_simulator: StartSimulator, make_client: MakeClient, redis: aioredis.Redis
+) -> tuple[SimHandle, AbsorbClient, Engine, CourseEnrollmentRec, Scope]:
+    """A simulator and an engine that has swept (baselined) a not-started enrollment's course."""
+    sim = await start_simulator(users=20, ilc_ratio=0.0, approval_ratio=0.0)
+    client = make_client(sim.url)
+    engine = make_engine(sim, client, redis)
+    enrollment = _not_started(sim.sim.tenant)
+    scope = course_scope(FEED, enrollment.course.id)
+    await engine.sweep(scope)
+    await engine.new_events()
+    return sim, client, engine, enrollment, scope
+
+
 async def test_attempt_events_name_the_learner_lesson_and_course(
     start_simulator: StartSimulator,
     make_client: MakeClient,
@@ -51,13 +66,7 @@ async def test_attempt_events_name_the_learner_lesson_and_course(
     learner (id and name), the course, the course enrollment, the lesson and the lesson
     enrollment; `data.current` stays exactly the record Absorb served. The xapi mapping
     makes them valid `launched`, then `completed` and `passed`, statements of that learner."""
-    sim = await start_simulator(users=20, ilc_ratio=0.0, approval_ratio=0.0)
-    client = make_client(sim.url)
-    engine = make_engine(sim, client, redis)
-    ce = _not_started(sim.sim.tenant)
-    scope = course_scope(FEED, ce.course.id)
-    await engine.sweep(scope)
-    await engine.new_events()
+    sim, client, engine, ce, scope = await _baselined(start_simulator, make_client, redis)
     lesson = ce.lessons[0]
     started = await client.start_attempt(ce.user.id, ce.course.id, lesson.lesson.id)
     await engine.sweep(scope)
@@ -104,13 +113,7 @@ async def test_lesson_and_chapter_events_name_their_course(
     """Lesson and chapter enrollment events from a drill-down carry the learner, the course
     and the course enrollment in `data.parent` (their records name no course); the course
     enrollment's own events carry no parent."""
-    sim = await start_simulator(users=20, ilc_ratio=0.0, approval_ratio=0.0)
-    client = make_client(sim.url)
-    engine = make_engine(sim, client, redis)
-    ce = _not_started(sim.sim.tenant)
-    scope = course_scope(FEED, ce.course.id)
-    await engine.sweep(scope)
-    await engine.new_events()
+    _, client, engine, ce, scope = await _baselined(start_simulator, make_client, redis)
     lesson = ce.lessons[0]
     await client.start_attempt(ce.user.id, ce.course.id, lesson.lesson.id)
     await engine.sweep(scope)
@@ -129,13 +132,7 @@ async def test_a_drill_down_tried_again_later_still_names_the_parent(
 ) -> None:
     """A drill-down that failed is kept pending in quarantine and tried on a later sweep
     from what was kept there: its attempt events carry the same `data.parent`."""
-    sim = await start_simulator(users=20, ilc_ratio=0.0, approval_ratio=0.0)
-    client = make_client(sim.url)
-    engine = make_engine(sim, client, redis)
-    ce = _not_started(sim.sim.tenant)
-    scope = course_scope(FEED, ce.course.id)
-    await engine.sweep(scope)
-    await engine.new_events()
+    sim, client, engine, ce, scope = await _baselined(start_simulator, make_client, redis)
     await sim.control("PATCH", f"records/{ce.id}", {"drill_down": "404"})
     lesson = ce.lessons[0]
     started = await client.start_attempt(ce.user.id, ce.course.id, lesson.lesson.id)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.absorb.models import Status
-from tests.conftest import free_port
+from tests.conftest import daemon_config, free_port
 from tests.test_run_e2e import (
     BRIDGE,
     _control,
@@ -31,39 +31,24 @@ SECRET = "e2e-webhook-Secret-Key"
 
 
 def _config(tmp_path: Path, sim_url: str, redis_url: str, hook_port: int) -> Path:
-    config = tmp_path / "bridge.yaml"
-    config.write_text(
-        f"""
-absorb:
-  base_url: {sim_url}
-  api_key: K
-  username: U
-  password: W
-  max_requests_per_second: 50
-  webhooks:
+    return daemon_config(
+        tmp_path / "bridge.yaml",
+        sim_url=sim_url,
+        redis_url=redis_url,
+        prefix=f"notices-e2e-{hook_port}",
+        interval_s=60,
+        max_requests_per_second=50,
+        webhooks=f"""  webhooks:
     listen: 127.0.0.1:{hook_port}
     path: /absorb/webhooks
     secret: ${{HOOK_SECRET}}
-redis:
-  url: {redis_url}
-  prefix: notices-e2e-{hook_port}
-http:
-  listen: 127.0.0.1:0
-feeds:
-  - name: courses
-    resource: course_enrollments
-    interval: 60s
-    max_interval: 60s
-    lookback: 5s
-sinks:
-  - name: audit
+""",
+        sinks=f"""  - name: audit
     type: file
     path: {tmp_path / "events.jsonl"}
-routes:
-  - sinks: [audit]
-"""
+""",
+        routes="  - sinks: [audit]\n",
     )
-    return config
 
 
 def test_announced_changes_arrive_within_seconds_each_once(redis_url: str, tmp_path: Path) -> None:

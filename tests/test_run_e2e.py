@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.absorb.models import Status
-from tests.conftest import free_port
+from tests.conftest import daemon_config, free_port
 
 BRIDGE = [sys.executable, "-m", "bridge"]
 ACTIVE_S = 60
@@ -69,34 +69,19 @@ def test_a_minute_of_live_activity(redis_url: str, tmp_path: Path) -> None:
         "--users", "80", "--courses", "6", "--seed", "11",
     ]  # fmt: skip
     events_file = tmp_path / "events.jsonl"
-    config = tmp_path / "bridge.yaml"
     prefix = f"e2e-{port}"
-    config.write_text(
-        f"""
-absorb:
-  base_url: {url}
-  api_key: ${{SIM_KEY}}
-  username: U
-  password: W
-  max_requests_per_second: 100
-redis:
-  url: {redis_url}
-  prefix: {prefix}
-http:
-  listen: 127.0.0.1:0
-feeds:
-  - name: courses
-    resource: course_enrollments
-    interval: {INTERVAL_S}s
-    max_interval: {INTERVAL_S}s
-    lookback: 5s
-sinks:
-  - name: audit
+    config = daemon_config(
+        tmp_path / "bridge.yaml",
+        sim_url=url,
+        redis_url=redis_url,
+        prefix=prefix,
+        interval_s=INTERVAL_S,
+        api_key="${SIM_KEY}",
+        sinks=f"""  - name: audit
     type: file
     path: {events_file}
-routes:
-  - sinks: [audit]
-"""
+""",
+        routes="  - sinks: [audit]\n",
     )
     env = {**os.environ, "SIM_KEY": "K"}
     with subprocess.Popen([*BRIDGE, *sim_args], stdout=subprocess.DEVNULL) as sim:

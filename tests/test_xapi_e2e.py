@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.absorb.models import Status, parse_timestamp
-from tests.conftest import free_port
+from tests.conftest import daemon_config, free_port
 from tests.fixtures_lrs import Lrs, read_statements
 from tests.test_run_e2e import BRIDGE, _control, _until_baselined, _wait_port
 
@@ -28,39 +28,23 @@ COMPLETED = "http://adlnet.gov/expapi/verbs/completed"
 
 
 def _config(tmp_path: Path, sim_url: str, redis_url: str, lrs: Lrs, port: int) -> Path:
-    config = tmp_path / "bridge.yaml"
-    config.write_text(
-        f"""
-absorb:
-  base_url: {sim_url}
-  api_key: K
-  username: U
-  password: W
-  max_requests_per_second: 100
-redis:
-  url: {redis_url}
-  prefix: xapi-e2e-{port}
-http:
-  listen: 127.0.0.1:0
-feeds:
-  - name: courses
-    resource: course_enrollments
-    interval: {INTERVAL_S}s
-    max_interval: {INTERVAL_S}s
-    lookback: 5s
-sinks:
-  - name: lrs
+    return daemon_config(
+        tmp_path / "bridge.yaml",
+        sim_url=sim_url,
+        redis_url=redis_url,
+        prefix=f"xapi-e2e-{port}",
+        interval_s=INTERVAL_S,
+        sinks=f"""  - name: lrs
     type: xapi
     endpoint: {lrs.url}
     username: {lrs.username}
     password: ${{LRS_PASSWORD}}
     retry_schedule: [0.2s, 0.5s, 1s, 2s, 5s]
-routes:
-  - sinks: [lrs]
+""",
+        routes="""  - sinks: [lrs]
     types: [absorb.course_enrollment.created, absorb.course_enrollment.status_changed]
-"""
+""",
     )
-    return config
 
 
 def test_every_simulated_completion_is_one_completed_statement(
